@@ -1,0 +1,305 @@
+//! The long-running daemon: the poll scheduler, the delivery loop, signal
+//! handling (SIGTERM/SIGINT stop, SIGHUP reloads) and systemd notification.
+//!
+//! Shutdown is a `watch` channel handed to every task. Stopping is always
+//! safe: each page commits atomically, and a delivery interrupted mid-flight
+//! is simply attempted again (at-least-once, same `webhook-id`).
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::clock::Clock;
+use crate::config::{self, Config};
+use crate::deliver::Deliverer;
+use crate::poll::{self, PollContext};
+use crate::store::{AccountFingerprint, Store, StoreError};
+
+/// How long in-flight deliveries get to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Everything the daemon's tasks share.
+#[derive(Clone)]
+pub struct Engine {
+    pub ctx: PollContext,
+    pub deliverer: Deliverer,
+}
+
+impl Engine {
+    pub fn new(store: Store, config: &Config, clock: Arc<dyn Clock>) -> Self {
+        let hasher = crate::detect::Hasher::new(
+            config.daemon.hash_key.as_ref().map(|k| k.expose().as_bytes()),
+        );
+        let ctx = PollContext {
+            store: store.clone(),
+            client: crate::provider::ProviderClient::new(),
+            hasher,
+            clock: clock.clone(),
+        };
+        Engine {
+            deliverer: Deliverer::new(store, clock),
+            ctx,
+        }
+    }
+
+    /// Emits account.created / updated / deleted for config changes.
+    pub async fn reconcile_accounts(&self, config: &Arc<Config>) -> Result<(), StoreError> {
+        let fingerprints: Vec<AccountFingerprint> = config
+            .accounts
+            .iter()
+            .map(|a| AccountFingerprint {
+                id: a.id.clone(),
+                provider: a.provider.clone(),
+                fingerprint: a.fingerprint(),
+            })
+            .collect();
+        let now = self.ctx.clock.now();
+        let config = config.clone();
+        let events = self
+            .ctx
+            .store
+            .blocking(move |s| s.reconcile_accounts(&fingerprints, &config.webhooks, now))
+            .await?;
+        for e in &events {
+            tracing::info!(event_id = %e.id, account = %e.account_id(), event_type = %e.event_type(), "account event");
+        }
+        if !events.is_empty() {
+            self.deliverer.wake.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// Where a reload reads the config from; `None` (the demo) disables reload.
+pub struct RunOptions {
+    pub config_path: Option<PathBuf>,
+    pub notify_systemd: bool,
+    /// Log the plan warnings (full-scan polling and the like) at start.
+    pub plan_warnings: bool,
+}
+
+/// Runs until `stop` resolves or SIGTERM/SIGINT arrives.
+pub async fn run(
+    engine: Engine,
+    config: Config,
+    options: RunOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), StoreError> {
+    let config = Arc::new(config);
+    engine.reconcile_accounts(&config).await?;
+    if options.plan_warnings {
+        log_startup(&config);
+    }
+
+    let (config_tx, config_rx) = watch::channel(config.clone());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    tasks.spawn(scheduler(engine.clone(), config_rx.clone(), shutdown_rx.clone()));
+    tasks.spawn(delivery_loop(engine.clone(), config_rx.clone(), shutdown_rx.clone()));
+
+    if options.notify_systemd {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    }
+    tracing::info!(accounts = config.accounts.len(), webhooks = config.webhooks.len(), "synthd started");
+
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate());
+    let mut hup = signal(tokio::signal::unix::SignalKind::hangup());
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                let Some(path) = &options.config_path else { continue };
+                if options.notify_systemd {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                }
+                match config::load(path) {
+                    Ok(new) => {
+                        let new = Arc::new(new);
+                        match engine.reconcile_accounts(&new).await {
+                            Ok(()) => {
+                                log_startup(&new);
+                                tracing::info!(accounts = new.accounts.len(), webhooks = new.webhooks.len(), "config reloaded");
+                                let _ = config_tx.send(new);
+                            }
+                            Err(e) => tracing::error!(error = %e, "config reload failed; keeping the running config"),
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "config reload failed; keeping the running config"),
+                }
+                if options.notify_systemd {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                }
+            }
+        }
+    }
+
+    tracing::info!("stopping: no new polls; waiting for in-flight deliveries");
+    if options.notify_systemd {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    }
+    let _ = shutdown_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("in-flight work abandoned at shutdown; it resumes on the next start");
+    }
+    tracing::info!("synthd stopped");
+    Ok(())
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> tokio::signal::unix::Signal {
+    tokio::signal::unix::signal(kind).expect("signal handlers can be installed")
+}
+
+/// Warnings an operator should see at start and reload (also printed by
+/// `check`).
+pub fn plan_warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let now = Utc::now();
+    for a in &config.accounts {
+        let interval = a.schedule.nominal_interval(now);
+        if interval >= Duration::from_secs(15 * 60) {
+            continue;
+        }
+        let provider = config.provider(&a.provider);
+        for r in &a.resources {
+            if provider.resources[r].updated_since.is_none() {
+                out.push(format!(
+                    "account {:?} polls {r} {} without updated_since: every poll is a full scan of the resource; \
+                     configure updated_since or poll every 15m or more",
+                    a.id, a.schedule
+                ));
+            }
+        }
+    }
+    for w in &config.webhooks {
+        if !w.enabled {
+            out.push(format!("webhook {:?} is disabled: no events are queued for it", w.id));
+        }
+    }
+    out
+}
+
+fn log_startup(config: &Config) {
+    for w in plan_warnings(config) {
+        tracing::warn!("{w}");
+    }
+}
+
+/// Starts polls when they are due: at most `max_concurrent_polls` at once,
+/// never two of the same account.
+async fn scheduler(engine: Engine, mut config_rx: watch::Receiver<Arc<Config>>, mut shutdown: watch::Receiver<bool>) {
+    let store = engine.ctx.store.clone();
+    let mut last_start: HashMap<String, DateTime<Utc>> = match store.blocking(|s| s.last_poll_starts()).await {
+        Ok(v) => v.into_iter().collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read poll state; polling every account now");
+            HashMap::new()
+        }
+    };
+    let limit = config_rx.borrow().daemon.max_concurrent_polls;
+    let permits = Arc::new(Semaphore::new(limit));
+    let running: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let started: Arc<Mutex<Vec<(String, DateTime<Utc>)>>> = Arc::default();
+    let done = Arc::new(Notify::new());
+    let mut polls = JoinSet::new();
+
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        for (id, at) in started.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            last_start.insert(id, at);
+        }
+        while polls.try_join_next().is_some() {}
+        let config = config_rx.borrow().clone();
+        let now = engine.ctx.clock.now();
+        let mut earliest: Option<DateTime<Utc>> = None;
+        for account in config.accounts.iter().filter(|a| a.enabled) {
+            if running.lock().unwrap_or_else(|p| p.into_inner()).contains(&account.id) {
+                continue;
+            }
+            let due = account
+                .schedule
+                .next_due(&account.id, last_start.get(&account.id).copied(), now);
+            if due > now {
+                earliest = Some(earliest.map_or(due, |e| e.min(due)));
+                continue;
+            }
+            running.lock().unwrap_or_else(|p| p.into_inner()).insert(account.id.clone());
+            let (engine, config, account) = (engine.clone(), config.clone(), account.clone());
+            let (permits, running, started, done) = (permits.clone(), running.clone(), started.clone(), done.clone());
+            polls.spawn(async move {
+                let Ok(_permit) = permits.acquire_owned().await else { return };
+                let at = engine.ctx.clock.now();
+                started.lock().unwrap_or_else(|p| p.into_inner()).push((account.id.clone(), at));
+                poll::poll_account(&engine.ctx, &config, &account, None).await;
+                running.lock().unwrap_or_else(|p| p.into_inner()).remove(&account.id);
+                engine.deliverer.wake.notify_one();
+                done.notify_one();
+            });
+        }
+        let wait = earliest
+            .map(|e| (e - engine.ctx.clock.now()).to_std().unwrap_or_default())
+            .unwrap_or(Duration::from_secs(60))
+            .min(Duration::from_secs(60));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = done.notified() => {}
+            _ = config_rx.changed() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    // Polls in progress are abandoned: every committed page is consistent,
+    // and an unfinished scan deletes nothing.
+    polls.abort_all();
+}
+
+/// Sends due deliveries until shutdown; wakes on new events, finished
+/// attempts, or the next retry time.
+async fn delivery_loop(engine: Engine, config_rx: watch::Receiver<Arc<Config>>, mut shutdown: watch::Receiver<bool>) {
+    let deliverer = engine.deliverer.clone();
+    let mut in_flight = JoinSet::new();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        while in_flight.try_join_next().is_some() {}
+        let config = config_rx.borrow().clone();
+        match deliverer.dispatch_due(&config, &HashSet::new()).await {
+            Ok(tasks) => {
+                for (_, t) in tasks {
+                    in_flight.spawn(async move {
+                        let _ = t.await;
+                    });
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read due deliveries; retrying shortly"),
+        }
+        let next = engine.ctx.store.blocking(|s| s.next_due_at()).await.ok().flatten();
+        let now = engine.ctx.clock.now();
+        // A due delivery may be waiting on a permit or on an earlier event of
+        // the same record; those wake us when they finish, so a short floor
+        // avoids spinning.
+        let wait = next
+            .map(|t| (t - now).to_std().unwrap_or_default())
+            .unwrap_or(Duration::from_secs(30))
+            .clamp(Duration::from_millis(250), Duration::from_secs(30));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = deliverer.wake.notified() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    while in_flight.join_next().await.is_some() {}
+}

@@ -1,0 +1,377 @@
+//! The outbox worker: sends due deliveries, records every attempt, and
+//! schedules retries.
+//!
+//! Retries after a failure: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, each
+//! ±10 % jitter, or a receiver's longer `Retry-After`; after the eighth
+//! attempt the delivery is `failed`. 2xx is success; anything else,
+//! redirects included (they are not followed), is a failure.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::clock::Clock;
+use crate::config::{Config, Webhook};
+use crate::provider::{error_chain, parse_retry_after};
+use crate::redact::{redact_text, redact_url};
+use crate::signing;
+use crate::store::{AttemptRecord, DueDelivery, NextStep, Store, StoreError};
+
+/// Delays before attempts 2..=8.
+pub const RETRY_SCHEDULE: [Duration; 7] = [
+    Duration::from_secs(5),
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(5 * 3600),
+    Duration::from_secs(10 * 3600),
+    Duration::from_secs(10 * 3600),
+];
+
+/// Concurrent requests to one webhook, so a slow receiver cannot hold up
+/// the others.
+pub const PER_WEBHOOK_CONCURRENCY: usize = 4;
+
+/// How much of a receiver's response body the attempt log keeps.
+const RESPONSE_BODY_LIMIT: usize = 1024;
+
+/// The delay before the next attempt after `attempts_made` failed attempts,
+/// or `None` when the schedule is exhausted. `jitter` is in [-1, 1] and
+/// scales to ±10 %.
+pub fn retry_delay(attempts_made: u32, jitter: f64, retry_after: Option<Duration>) -> Option<Duration> {
+    let idx = attempts_made.checked_sub(1)? as usize;
+    let base = *RETRY_SCHEDULE.get(idx)?;
+    let jittered = base.mul_f64(1.0 + 0.1 * jitter.clamp(-1.0, 1.0));
+    Some(match retry_after {
+        Some(ra) if ra > jittered => ra,
+        _ => jittered,
+    })
+}
+
+/// What one HTTP attempt came to.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub record: AttemptRecord,
+    pub success: bool,
+    pub retry_after: Option<Duration>,
+}
+
+/// Sends webhook requests. One shared client (keep-alive pool), redirects
+/// off.
+#[derive(Clone)]
+pub struct Sender {
+    http: reqwest::Client,
+}
+
+impl Default for Sender {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sender {
+    pub fn new() -> Self {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("synthd/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .expect("TLS backend initialises");
+        Sender { http }
+    }
+
+    /// One signed POST of `payload` to `webhook`.
+    pub async fn send(
+        &self,
+        webhook: &Webhook,
+        event_id: &str,
+        payload: &str,
+        attempt: u32,
+        now: DateTime<Utc>,
+    ) -> AttemptResult {
+        let keys: Vec<Vec<u8>> = webhook.secrets.iter().map(|s| s.key_bytes()).collect();
+        let timestamp = now.timestamp();
+        let body = payload.as_bytes();
+        let request = self
+            .http
+            .post(webhook.url.clone())
+            .timeout(webhook.timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", event_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header(
+                "webhook-signature",
+                signing::standard_signature(&keys, event_id, timestamp, body),
+            )
+            .header(
+                webhook.signature_header.as_str(),
+                signing::hex_signature(&keys[0], body),
+            )
+            .body(payload.to_string());
+        let started = Instant::now();
+        let mut record = AttemptRecord {
+            number: attempt,
+            started_at: now,
+            status_code: None,
+            duration_ms: 0,
+            response_body: None,
+            error_kind: None,
+            error: None,
+        };
+        let mut retry_after = None;
+        let mut success = false;
+        match request.send().await {
+            Ok(mut resp) => {
+                let status = resp.status();
+                record.status_code = Some(status.as_u16());
+                if status.as_u16() == 429 || status.as_u16() == 503 {
+                    retry_after = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_retry_after);
+                }
+                let mut kept = Vec::new();
+                // Read at most 1 KiB, still within the timeout; a receiver
+                // trickling its body does not hold the attempt open.
+                let read = tokio::time::timeout(webhook.timeout, async {
+                    while kept.len() < RESPONSE_BODY_LIMIT {
+                        match resp.chunk().await {
+                            Ok(Some(c)) => kept.extend_from_slice(&c),
+                            _ => break,
+                        }
+                    }
+                })
+                .await;
+                kept.truncate(RESPONSE_BODY_LIMIT);
+                if !kept.is_empty() {
+                    record.response_body = Some(String::from_utf8_lossy(&kept).into_owned());
+                }
+                if status.is_success() {
+                    success = true;
+                } else {
+                    record.error_kind = Some(if status.is_redirection() { "redirect" } else { "status" }.into());
+                    record.error = Some(format!("HTTP {}", status.as_u16()));
+                }
+                let _ = read;
+            }
+            Err(e) => {
+                let kind = if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    "connect"
+                } else {
+                    "request"
+                };
+                record.error_kind = Some(kind.into());
+                record.error = Some(redact_text(&error_chain(&e.without_url())));
+            }
+        }
+        record.duration_ms = started.elapsed().as_millis() as u64;
+        AttemptResult {
+            record,
+            success,
+            retry_after,
+        }
+    }
+}
+
+/// Turns an attempt into the delivery's next state.
+pub fn next_step(result: &AttemptResult, now: DateTime<Utc>, jitter: f64) -> NextStep {
+    if result.success {
+        return NextStep::Delivered;
+    }
+    match retry_delay(result.record.number, jitter, result.retry_after) {
+        Some(d) => NextStep::RetryAt(now + chrono::Duration::from_std(d).unwrap_or_default()),
+        None => NextStep::Failed,
+    }
+}
+
+/// Counts from a delivery pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PassSummary {
+    pub attempted: u64,
+    pub delivered: u64,
+    pub retrying: u64,
+    pub failed: u64,
+}
+
+/// Runs delivery attempts with per-webhook concurrency limits. Shared by
+/// `sync` (one pass) and the daemon (a loop).
+#[derive(Clone)]
+pub struct Deliverer {
+    store: Store,
+    sender: Sender,
+    clock: Arc<dyn Clock>,
+    limits: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    in_flight: Arc<Mutex<HashSet<String>>>,
+    /// Woken when an attempt finishes or new events are committed.
+    pub wake: Arc<Notify>,
+}
+
+impl Deliverer {
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
+        Deliverer {
+            store,
+            sender: Sender::new(),
+            clock,
+            limits: Arc::default(),
+            in_flight: Arc::default(),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    fn semaphore(&self, webhook_id: &str) -> Arc<Semaphore> {
+        self.limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(webhook_id.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(PER_WEBHOOK_CONCURRENCY)))
+            .clone()
+    }
+
+    /// One attempt at a delivery, recorded in the store.
+    pub async fn attempt(&self, webhook: &Webhook, due: &DueDelivery) -> Result<NextStep, StoreError> {
+        let now = self.clock.now();
+        let number = due.attempts_made + 1;
+        let result = self
+            .sender
+            .send(webhook, &due.event_id, &due.payload, number, now)
+            .await;
+        let jitter = rand::random_range(-1.0..=1.0);
+        let step = next_step(&result, self.clock.now(), jitter);
+        let id = due.id.clone();
+        let record = result.record.clone();
+        self.store
+            .blocking(move |s| s.record_attempt(&id, &record, step))
+            .await?;
+        let status = result.record.status_code.unwrap_or(0);
+        let duration_ms = result.record.duration_ms;
+        let url = redact_url(&webhook.url);
+        match step {
+            NextStep::Delivered => tracing::info!(event_id = %due.event_id, webhook = %webhook.id,
+                status, attempt = number, duration_ms, "delivered"),
+            NextStep::RetryAt(at) => tracing::warn!(event_id = %due.event_id, webhook = %webhook.id, url = %url,
+                status, attempt = number, duration_ms, error = result.record.error.as_deref().unwrap_or(""),
+                next_attempt_at = %at.to_rfc3339(), "delivery failed; will retry"),
+            NextStep::Failed => tracing::error!(event_id = %due.event_id, webhook = %webhook.id, url = %url,
+                status, attempt = number, duration_ms, error = result.record.error.as_deref().unwrap_or(""),
+                "delivery failed for the last time; replay it once the receiver is fixed"),
+        }
+        Ok(step)
+    }
+
+    /// Starts attempts for every due delivery not already in flight, up to
+    /// the per-webhook limits. Returns the spawned tasks.
+    pub async fn dispatch_due(
+        &self,
+        config: &Arc<Config>,
+        skip: &HashSet<String>,
+    ) -> Result<Vec<(String, tokio::task::JoinHandle<Option<NextStep>>)>, StoreError> {
+        let active: Vec<String> = config
+            .webhooks
+            .iter()
+            .filter(|w| w.enabled)
+            .map(|w| w.id.clone())
+            .collect();
+        let now = self.clock.now();
+        let due = self
+            .store
+            .blocking(move |s| {
+                let ids: Vec<&str> = active.iter().map(String::as_str).collect();
+                s.due_deliveries(&ids, now, 500)
+            })
+            .await?;
+        let mut tasks = Vec::new();
+        for d in due {
+            if skip.contains(&d.id) {
+                continue;
+            }
+            if !self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(d.id.clone())
+            {
+                continue;
+            }
+            let Some(webhook) = config.webhooks.iter().find(|w| w.id == d.webhook_id).cloned() else {
+                continue;
+            };
+            let Ok(permit) = self.semaphore(&webhook.id).try_acquire_owned() else {
+                self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&d.id);
+                continue;
+            };
+            let this = self.clone();
+            let id = d.id.clone();
+            tasks.push((id, tokio::spawn(async move {
+                let step = this.attempt(&webhook, &d).await;
+                drop(permit);
+                this.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&d.id);
+                this.wake.notify_one();
+                match step {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::error!(event_id = %d.event_id, webhook = %webhook.id, error = %e,
+                            "could not record a delivery attempt; it will be retried");
+                        None
+                    }
+                }
+            })));
+        }
+        Ok(tasks)
+    }
+
+    /// One attempt at every delivery that is due now (for `sync`): repeats
+    /// until nothing new is due, so a record's later event goes out in the
+    /// same pass once its earlier one is delivered.
+    pub async fn deliver_pass(&self, config: &Arc<Config>) -> Result<PassSummary, StoreError> {
+        let mut summary = PassSummary::default();
+        let mut attempted: HashSet<String> = HashSet::new();
+        loop {
+            let tasks = self.dispatch_due(config, &attempted).await?;
+            if tasks.is_empty() {
+                return Ok(summary);
+            }
+            for (id, task) in tasks {
+                attempted.insert(id);
+                summary.attempted += 1;
+                match task.await.ok().flatten() {
+                    Some(NextStep::Delivered) => summary.delivered += 1,
+                    Some(NextStep::RetryAt(_)) => summary.retrying += 1,
+                    Some(NextStep::Failed) => summary.failed += 1,
+                    None => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_without_jitter_is_the_spec_schedule() {
+        let got: Vec<u64> = (1..=7).map(|n| retry_delay(n, 0.0, None).unwrap().as_secs()).collect();
+        assert_eq!(got, vec![5, 300, 1800, 7200, 18000, 36000, 36000]);
+        assert_eq!(retry_delay(8, 0.0, None), None);
+        assert_eq!(retry_delay(0, 0.0, None), None);
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        assert_eq!(retry_delay(2, 1.0, None), Some(Duration::from_secs(330)));
+        assert_eq!(retry_delay(2, -1.0, None), Some(Duration::from_secs(270)));
+        assert_eq!(retry_delay(2, 5.0, None), Some(Duration::from_secs(330)));
+    }
+
+    #[test]
+    fn longer_retry_after_wins_shorter_does_not() {
+        assert_eq!(retry_delay(1, 0.0, Some(Duration::from_secs(60))), Some(Duration::from_secs(60)));
+        assert_eq!(retry_delay(2, 0.0, Some(Duration::from_secs(60))), Some(Duration::from_secs(300)));
+    }
+}

@@ -1,0 +1,196 @@
+//! When each account is polled next. Pure functions over timestamps so the
+//! scheduling rules (spread over the interval, overdue at once after a
+//! restart, cron no more often than the minimum) are unit-tested without a
+//! clock.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+/// How often an account is polled.
+#[derive(Clone)]
+pub enum Schedule {
+    /// Every `interval`, on a per-account phase so that many accounts with the
+    /// same interval do not all fire at the top of the hour.
+    Every(Duration),
+    /// On a cron expression (seconds field first, as the `cron` crate reads it).
+    Cron(Box<cron::Schedule>),
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Every(d) => write!(f, "every {}", humantime::format_duration(*d)),
+            Schedule::Cron(c) => write!(f, "cron {}", c.source()),
+        }
+    }
+}
+
+impl Schedule {
+    /// Parses a cron expression and rejects one that fires more often than
+    /// `min_gap` anywhere in the next few weeks of firings.
+    pub fn cron(expr: &str, min_gap: Duration) -> Result<Schedule, String> {
+        let schedule = cron::Schedule::from_str(expr).map_err(|e| {
+            format!("{expr:?} is not a cron expression ({e}); use six fields with seconds first, e.g. \"0 */15 * * * *\"")
+        })?;
+        // A fixed start keeps the check deterministic; 2000 firings cover
+        // every minute/hour/day pattern of a 5-minute-or-slower schedule.
+        let start = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .expect("valid constant")
+            .with_timezone(&Utc);
+        let mut prev: Option<DateTime<Utc>> = None;
+        let mut count = 0;
+        for t in schedule.after(&start).take(2000) {
+            count += 1;
+            if let Some(p) = prev {
+                let gap = (t - p).to_std().unwrap_or_default();
+                if gap < min_gap {
+                    return Err(format!(
+                        "{expr:?} fires every {} at {}, more often than the {} minimum",
+                        humantime::format_duration(gap),
+                        p.format("%H:%M:%S"),
+                        humantime::format_duration(min_gap)
+                    ));
+                }
+            }
+            prev = Some(t);
+        }
+        if count == 0 {
+            return Err(format!("{expr:?} never fires"));
+        }
+        Ok(Schedule::Cron(Box::new(schedule)))
+    }
+
+    /// The nominal gap between polls, for status output and incremental-poll
+    /// warnings. For cron, the gap between its next two firings.
+    pub fn nominal_interval(&self, now: DateTime<Utc>) -> Duration {
+        match self {
+            Schedule::Every(d) => *d,
+            Schedule::Cron(c) => {
+                let mut it = c.after(&now);
+                match (it.next(), it.next()) {
+                    (Some(a), Some(b)) => (b - a).to_std().unwrap_or_default(),
+                    _ => Duration::MAX,
+                }
+            }
+        }
+    }
+
+    /// When `account_id` is next due, given when its last poll started.
+    /// Never polled, or overdue: `now`.
+    pub fn next_due(
+        &self,
+        account_id: &str,
+        last_started: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> DateTime<Utc> {
+        let Some(last) = last_started else {
+            return now;
+        };
+        let next = match self {
+            Schedule::Every(interval) => next_slot(*interval, phase(account_id, *interval), last),
+            Schedule::Cron(c) => c.after(&last).next().unwrap_or(DateTime::<Utc>::MAX_UTC),
+        };
+        next.max(now)
+    }
+}
+
+/// A stable offset in `[0, interval)` derived from the account id.
+fn phase(account_id: &str, interval: Duration) -> Duration {
+    let digest = Sha256::digest(account_id.as_bytes());
+    let n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+    let millis = interval.as_millis().max(1) as u64;
+    Duration::from_millis(n % millis)
+}
+
+/// The first slot of the grid `phase + k * interval` that is later than
+/// `last + interval / 2`. Right after a poll the gap is between half and one
+/// and a half intervals; once on the grid it is exactly one interval.
+fn next_slot(interval: Duration, phase: Duration, last: DateTime<Utc>) -> DateTime<Utc> {
+    let interval_ms = interval.as_millis().max(1) as i64;
+    let phase_ms = phase.as_millis() as i64;
+    let earliest = last.timestamp_millis() + interval_ms / 2;
+    let k = (earliest - phase_ms).div_euclid(interval_ms) + 1;
+    let slot = phase_ms + k * interval_ms;
+    DateTime::from_timestamp_millis(slot).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn never_polled_is_due_now() {
+        let now = t("2026-11-23T10:17:00Z");
+        assert_eq!(Schedule::Every(HOUR).next_due("a", None, now), now);
+    }
+
+    #[test]
+    fn overdue_after_restart_is_due_now() {
+        let now = t("2026-11-23T13:00:00Z");
+        let last = t("2026-11-23T10:00:00Z");
+        assert_eq!(Schedule::Every(HOUR).next_due("a", Some(last), now), now);
+    }
+
+    #[test]
+    fn consecutive_polls_are_one_interval_apart_once_on_the_grid() {
+        let s = Schedule::Every(HOUR);
+        let first = t("2026-11-23T10:00:00Z");
+        let second = s.next_due("acme", Some(first), first);
+        let gap = (second - first).to_std().unwrap();
+        assert!(gap > HOUR / 2 && gap <= HOUR * 3 / 2, "{gap:?}");
+        let third = s.next_due("acme", Some(second), second);
+        assert_eq!((third - second).to_std().unwrap(), HOUR);
+    }
+
+    #[test]
+    fn accounts_spread_over_the_interval() {
+        let s = Schedule::Every(HOUR);
+        let start = t("2026-11-23T10:00:00Z");
+        let mut minutes = std::collections::BTreeSet::new();
+        for i in 0..200 {
+            let due = s.next_due(&format!("acct-{i}"), Some(start), start);
+            minutes.insert(due.timestamp() / 60);
+        }
+        // 200 accounts land in many distinct minutes, not one.
+        assert!(minutes.len() > 40, "only {} distinct minutes", minutes.len());
+    }
+
+    #[test]
+    fn cron_next_due_follows_expression() {
+        let s = Schedule::cron("0 */15 * * * *", Duration::from_secs(300)).unwrap();
+        let last = t("2026-11-23T10:00:00Z");
+        let due = s.next_due("a", Some(last), t("2026-11-23T10:01:00Z"));
+        assert_eq!(due, t("2026-11-23T10:15:00Z"));
+    }
+
+    #[test]
+    fn cron_faster_than_minimum_is_rejected() {
+        let err = Schedule::cron("0 * * * * *", Duration::from_secs(300)).unwrap_err();
+        assert!(err.contains("more often than"), "{err}");
+        let err = Schedule::cron("0 0,1 * * * *", Duration::from_secs(300)).unwrap_err();
+        assert!(err.contains("1m"), "{err}");
+        assert!(Schedule::cron("not cron", Duration::from_secs(300)).is_err());
+    }
+}

@@ -1,0 +1,891 @@
+//! The SQLite state: record hashes, poll state, events, deliveries and
+//! attempts. One file, `<state_dir>/synthd.db`, mode 0600, WAL.
+//!
+//! Every change that produces events commits the new hashes, the events and
+//! one delivery row per matching webhook in a single transaction (the
+//! outbox), so a crash can neither lose an event nor emit one twice.
+//!
+//! Nothing from a record but its id is ever written here.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
+
+use crate::config::Webhook;
+use crate::detect::{self, Change, DeleteDecision, Known, RecordDigest};
+use crate::events::{self, Action, Event, EventKind};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` is the number
+/// applied so far.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE accounts (
+    id          TEXT PRIMARY KEY,
+    provider    TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE TABLE records (
+    account_id   TEXT NOT NULL,
+    resource     TEXT NOT NULL,
+    record_id    TEXT NOT NULL,
+    hash         BLOB NOT NULL,
+    seen_scan    INTEGER NOT NULL,
+    last_seen_at INTEGER NOT NULL,
+    PRIMARY KEY (account_id, resource, record_id)
+) WITHOUT ROWID;
+CREATE INDEX records_scan ON records (account_id, resource, seen_scan);
+CREATE TABLE poll_state (
+    account_id              TEXT NOT NULL,
+    resource                TEXT NOT NULL,
+    scan_seq                INTEGER NOT NULL DEFAULT 0,
+    baseline_done           INTEGER NOT NULL DEFAULT 0,
+    held_scan               INTEGER,
+    last_started_at         INTEGER,
+    last_finished_at        INTEGER,
+    last_success_at         INTEGER,
+    last_success_started_at INTEGER,
+    last_full_scan_at       INTEGER,
+    last_error              TEXT,
+    consecutive_failures    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (account_id, resource)
+);
+CREATE TABLE events (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    id         TEXT NOT NULL UNIQUE,
+    type       TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    resource   TEXT,
+    record_id  TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE deliveries (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT NOT NULL UNIQUE,
+    event_id        TEXT NOT NULL REFERENCES events (id),
+    webhook_id      TEXT NOT NULL,
+    order_key       TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    last_status     INTEGER,
+    last_error      TEXT,
+    payload         TEXT NOT NULL
+);
+CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
+CREATE INDEX deliveries_order ON deliveries (webhook_id, order_key, status, seq);
+CREATE INDEX deliveries_event ON deliveries (event_id);
+CREATE TABLE attempts (
+    delivery_id   TEXT NOT NULL,
+    attempt       INTEGER NOT NULL,
+    started_at    INTEGER NOT NULL,
+    status_code   INTEGER,
+    duration_ms   INTEGER NOT NULL,
+    response_body TEXT,
+    error_kind    TEXT,
+    error         TEXT,
+    PRIMARY KEY (delivery_id, attempt)
+);
+"#];
+
+/// A storage failure, phrased for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create state directory {path}: {source} (set daemon.state_dir to a writable directory)")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "database {path} has schema version {found}, newer than this synthd understands ({known}); run the newer synthd or restore a backup"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("database {path}: disk full; the last change was rolled back and nothing was lost; free space in {dir}")]
+    DiskFull { path: PathBuf, dir: PathBuf },
+    #[error("database {path} is locked by another process (is another synthd running on this state_dir?)")]
+    Locked { path: PathBuf },
+    #[error("database {path} is damaged ({detail}); restore it from a backup or move it away to start over")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("database {path} is read-only; make {dir} writable by the synthd user")]
+    ReadOnly { path: PathBuf, dir: PathBuf },
+    #[error("database {path}: {detail}")]
+    Sqlite { path: PathBuf, detail: String },
+}
+
+/// Handle to the database. Cheap to clone; a single connection behind a
+/// mutex, because SQLite serialises writers anyway and our transactions are
+/// short (one page).
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub fn from_ms(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(v).unwrap_or_default()
+}
+
+impl Store {
+    /// Opens (creating if needed) `<state_dir>/synthd.db` and migrates it.
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        if !state_dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(state_dir)
+                .map_err(|source| StoreError::StateDir {
+                    path: state_dir.to_path_buf(),
+                    source,
+                })?;
+        }
+        let path = state_dir.join("synthd.db");
+        // Create the file ourselves so it is 0600 from the first byte; SQLite
+        // gives the -wal and -shm files the same mode.
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let conn = Connection::open(&path).map_err(|e| sql_error(&path, e))?;
+        let store = Store {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        };
+        store.init()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a transaction open
+        // (rusqlite rolls back on drop), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        sql_error(&self.path, e)
+    }
+
+    fn init(&self) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| sql_error(&self.path, e))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| sql_error(&self.path, e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(journal_mode = %mode, "SQLite refused WAL mode; continuing");
+        }
+        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .map_err(|e| sql_error(&self.path, e))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| sql_error(&self.path, e))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::NewerSchema {
+                path: self.path.clone(),
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction().map_err(|e| sql_error(&self.path, e))?;
+            tx.execute_batch(sql).map_err(|e| sql_error(&self.path, e))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(|e| sql_error(&self.path, e))?;
+            tx.commit().map_err(|e| sql_error(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on a blocking thread, for callers on the async runtime.
+    pub async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> R + Send + 'static,
+    ) -> R {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .expect("store task panicked")
+    }
+
+    // -----------------------------------------------------------------------
+    // Accounts
+    // -----------------------------------------------------------------------
+
+    /// Brings the `accounts` table in line with the config and emits
+    /// `account.created` / `account.updated` / `account.deleted`. A removed
+    /// account's hashes and poll state go with it.
+    pub fn reconcile_accounts(
+        &self,
+        accounts: &[AccountFingerprint],
+        webhooks: &[Webhook],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Event>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let stored: Vec<(String, String, String)> = {
+            let mut st = tx
+                .prepare("SELECT id, provider, fingerprint FROM accounts")
+                .map_err(|e| self.err(e))?;
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .and_then(|rows| rows.collect())
+                .map_err(|e| self.err(e))?
+        };
+        let mut emitted = Vec::new();
+        for a in accounts {
+            let action = match stored.iter().find(|(id, _, _)| id == &a.id) {
+                None => Some(Action::Created),
+                Some((_, _, fp)) if fp != &a.fingerprint => Some(Action::Updated),
+                Some(_) => None,
+            };
+            let Some(action) = action else { continue };
+            tx.execute(
+                "INSERT INTO accounts (id, provider, fingerprint, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?4)
+                 ON CONFLICT (id) DO UPDATE SET provider = ?2, fingerprint = ?3, updated_at = ?4",
+                params![a.id, a.provider, a.fingerprint, ms(now)],
+            )
+            .map_err(|e| self.err(e))?;
+            let event = Event::new(
+                EventKind::Account {
+                    account_id: a.id.clone(),
+                    provider: a.provider.clone(),
+                    action,
+                },
+                now,
+            );
+            insert_event(&tx, &event, webhooks, now).map_err(|e| self.err(e))?;
+            emitted.push(event);
+        }
+        for (id, provider, _) in &stored {
+            if accounts.iter().any(|a| &a.id == id) {
+                continue;
+            }
+            for sql in [
+                "DELETE FROM records WHERE account_id = ?1",
+                "DELETE FROM poll_state WHERE account_id = ?1",
+                "DELETE FROM accounts WHERE id = ?1",
+            ] {
+                tx.execute(sql, [id]).map_err(|e| self.err(e))?;
+            }
+            let event = Event::new(
+                EventKind::Account {
+                    account_id: id.clone(),
+                    provider: provider.clone(),
+                    action: Action::Deleted,
+                },
+                now,
+            );
+            insert_event(&tx, &event, webhooks, now).map_err(|e| self.err(e))?;
+            emitted.push(event);
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(emitted)
+    }
+
+    // -----------------------------------------------------------------------
+    // Polls
+    // -----------------------------------------------------------------------
+
+    /// Starts a scan: bumps the scan sequence and records the start time.
+    pub fn begin_scan(
+        &self,
+        account_id: &str,
+        resource: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ScanStart, StoreError> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO poll_state (account_id, resource, scan_seq, last_started_at)
+             VALUES (?1, ?2, 1, ?3)
+             ON CONFLICT (account_id, resource)
+             DO UPDATE SET scan_seq = scan_seq + 1, last_started_at = ?3",
+            params![account_id, resource, ms(now)],
+        )
+        .map_err(|e| self.err(e))?;
+        conn.query_row(
+            "SELECT scan_seq, baseline_done, held_scan, last_success_started_at, last_full_scan_at
+             FROM poll_state WHERE account_id = ?1 AND resource = ?2",
+            params![account_id, resource],
+            |r| {
+                Ok(ScanStart {
+                    account_id: account_id.to_string(),
+                    resource: resource.to_string(),
+                    scan: r.get(0)?,
+                    baseline_done: r.get::<_, i64>(1)? != 0,
+                    held: r.get::<_, Option<i64>>(2)?.is_some(),
+                    last_success_started_at: r.get::<_, Option<i64>>(3)?.map(from_ms),
+                    last_full_scan_at: r.get::<_, Option<i64>>(4)?.map(from_ms),
+                    started_at: now,
+                })
+            },
+        )
+        .map_err(|e| self.err(e))
+    }
+
+    /// Applies one page of digests: new and changed hashes, their events and
+    /// deliveries, in one transaction. `emit` is false during the silent
+    /// baseline.
+    pub fn apply_page(
+        &self,
+        scan: &ScanStart,
+        digests: &[RecordDigest],
+        emit: bool,
+        webhooks: &[Webhook],
+        now: DateTime<Utc>,
+    ) -> Result<PageCounts, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let mut counts = PageCounts::default();
+        {
+            let mut select = tx
+                .prepare_cached(
+                    "SELECT hash, seen_scan FROM records
+                     WHERE account_id = ?1 AND resource = ?2 AND record_id = ?3",
+                )
+                .map_err(|e| self.err(e))?;
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO records (account_id, resource, record_id, hash, seen_scan, last_seen_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (account_id, resource, record_id)
+                     DO UPDATE SET hash = ?4, seen_scan = ?5, last_seen_at = ?6",
+                )
+                .map_err(|e| self.err(e))?;
+            for d in digests {
+                let known: Option<Known> = select
+                    .query_row(params![scan.account_id, scan.resource, d.id], |r| {
+                        let hash: Vec<u8> = r.get(0)?;
+                        Ok(Known {
+                            hash: hash.try_into().unwrap_or([0; 32]),
+                            seen_scan: r.get(1)?,
+                        })
+                    })
+                    .optional()
+                    .map_err(|e| self.err(e))?;
+                let change = detect::classify(known, &d.hash, scan.scan);
+                let action = match change {
+                    Change::Duplicate => {
+                        counts.duplicates += 1;
+                        continue;
+                    }
+                    Change::Created => {
+                        counts.created += 1;
+                        Some(Action::Created)
+                    }
+                    Change::Updated => {
+                        counts.updated += 1;
+                        Some(Action::Updated)
+                    }
+                    Change::Unchanged => None,
+                };
+                counts.records += 1;
+                upsert
+                    .execute(params![
+                        scan.account_id,
+                        scan.resource,
+                        d.id,
+                        &d.hash[..],
+                        scan.scan,
+                        ms(now)
+                    ])
+                    .map_err(|e| self.err(e))?;
+                if let (Some(action), true) = (action, emit) {
+                    let event = record_event(scan, action, &d.id, now);
+                    insert_event(&tx, &event, webhooks, now).map_err(|e| self.err(e))?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(counts)
+    }
+
+    /// Ends a scan in which every page was fetched. A full scan deletes the
+    /// ids it did not see (subject to the mass-deletion guard); an
+    /// incremental one deletes nothing.
+    pub fn finish_scan(
+        &self,
+        scan: &ScanStart,
+        full: bool,
+        emit: bool,
+        webhooks: &[Webhook],
+        now: DateTime<Utc>,
+    ) -> Result<ScanEnd, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let mut end = ScanEnd::default();
+        if full {
+            let (known, missing): (i64, i64) = tx
+                .query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(seen_scan != ?3), 0) FROM records
+                     WHERE account_id = ?1 AND resource = ?2",
+                    params![scan.account_id, scan.resource, scan.scan],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(|e| self.err(e))?;
+            let decision = if emit {
+                detect::deletion_decision(known as u64, missing as u64, scan.held)
+            } else {
+                DeleteDecision::Apply
+            };
+            match decision {
+                DeleteDecision::Hold => end.held = missing as u64,
+                DeleteDecision::Apply => {
+                    end.deleted = delete_unseen(&tx, scan, emit, webhooks, now).map_err(|e| self.err(e))?;
+                }
+            }
+            tx.execute(
+                "UPDATE poll_state SET baseline_done = 1, last_full_scan_at = ?3, held_scan = ?4
+                 WHERE account_id = ?1 AND resource = ?2",
+                params![
+                    scan.account_id,
+                    scan.resource,
+                    ms(scan.started_at),
+                    (decision == DeleteDecision::Hold).then_some(scan.scan)
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.execute(
+            "UPDATE poll_state SET last_finished_at = ?3, last_success_at = ?3,
+                 last_success_started_at = ?4, last_error = NULL, consecutive_failures = 0
+             WHERE account_id = ?1 AND resource = ?2",
+            params![scan.account_id, scan.resource, ms(now), ms(scan.started_at)],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(end)
+    }
+
+    /// Records a failed poll. Deletions held by the guard need two
+    /// *consecutive* complete scans, so a failure resets the hold.
+    pub fn fail_scan(&self, scan: &ScanStart, error: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "UPDATE poll_state SET last_finished_at = ?3, last_error = ?4,
+                     consecutive_failures = consecutive_failures + 1, held_scan = NULL
+                 WHERE account_id = ?1 AND resource = ?2",
+                params![scan.account_id, scan.resource, ms(now), error],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// When each account's most recent poll (of any resource) started.
+    pub fn last_poll_starts(&self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare(
+                "SELECT account_id, MIN(last_started_at) FROM poll_state
+                 WHERE last_started_at IS NOT NULL GROUP BY account_id",
+            )
+            .map_err(|e| self.err(e))?;
+        st.query_map([], |r| Ok((r.get::<_, String>(0)?, from_ms(r.get(1)?))))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
+    }
+
+    // -----------------------------------------------------------------------
+    // Deliveries
+    // -----------------------------------------------------------------------
+
+    /// Pending deliveries whose time has come, oldest first, for the given
+    /// webhooks, skipping any whose earlier event for the same record is
+    /// still pending for the same webhook (per-record order).
+    pub fn due_deliveries(
+        &self,
+        webhook_ids: &[&str],
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        if webhook_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let conn = self.lock();
+        let placeholders = vec!["?"; webhook_ids.len()].join(",");
+        let sql = format!(
+            "SELECT d.id, d.event_id, d.webhook_id, d.attempts, d.payload
+             FROM deliveries d
+             WHERE d.status = 'pending' AND d.next_attempt_at <= ?
+               AND d.webhook_id IN ({placeholders})
+               AND NOT EXISTS (
+                   SELECT 1 FROM deliveries p
+                   WHERE p.webhook_id = d.webhook_id AND p.order_key = d.order_key
+                     AND p.status = 'pending' AND p.seq < d.seq)
+             ORDER BY d.next_attempt_at, d.seq
+             LIMIT ?"
+        );
+        let mut st = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let mut values: Vec<rusqlite::types::Value> = vec![ms(now).into()];
+        values.extend(webhook_ids.iter().map(|w| rusqlite::types::Value::from(w.to_string())));
+        values.push((limit as i64).into());
+        st.query_map(rusqlite::params_from_iter(values), |r| {
+            Ok(DueDelivery {
+                id: r.get(0)?,
+                event_id: r.get(1)?,
+                webhook_id: r.get(2)?,
+                attempts_made: r.get::<_, i64>(3)? as u32,
+                payload: r.get(4)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.err(e))
+    }
+
+    /// The earliest time any pending delivery becomes due, to sleep until.
+    pub fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.lock()
+            .query_row(
+                "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|v| v.map(from_ms))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records one attempt and the delivery's new state.
+    pub fn record_attempt(
+        &self,
+        delivery_id: &str,
+        attempt: &AttemptRecord,
+        next: NextStep,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute(
+            "INSERT OR REPLACE INTO attempts
+                 (delivery_id, attempt, started_at, status_code, duration_ms, response_body, error_kind, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                delivery_id,
+                attempt.number,
+                ms(attempt.started_at),
+                attempt.status_code,
+                attempt.duration_ms as i64,
+                attempt.response_body,
+                attempt.error_kind,
+                attempt.error,
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        let (status, next_at) = match next {
+            NextStep::Delivered => ("delivered", None),
+            NextStep::RetryAt(t) => ("pending", Some(ms(t))),
+            NextStep::Failed => ("failed", None),
+        };
+        tx.execute(
+            "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, updated_at = ?5,
+                 last_status = ?6, last_error = ?7
+             WHERE id = ?1",
+            params![
+                delivery_id,
+                status,
+                attempt.number,
+                next_at,
+                ms(attempt.started_at),
+                attempt.status_code,
+                attempt.error,
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    // -----------------------------------------------------------------------
+    // Reporting
+    // -----------------------------------------------------------------------
+
+    pub fn delivery_counts(&self) -> Result<DeliveryCounts, StoreError> {
+        let conn = self.lock();
+        let mut counts = DeliveryCounts::default();
+        let mut st = conn
+            .prepare("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err(e))?;
+        for (status, n) in rows {
+            match status.as_str() {
+                "pending" => counts.pending = n as u64,
+                "delivered" => counts.delivered = n as u64,
+                _ => counts.failed = n as u64,
+            }
+        }
+        Ok(counts)
+    }
+
+    pub fn poll_status(&self) -> Result<Vec<PollStatus>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare(
+                "SELECT p.account_id, p.resource, p.last_started_at, p.last_success_at, p.last_error,
+                        p.baseline_done, p.consecutive_failures,
+                        (SELECT COUNT(*) FROM records r WHERE r.account_id = p.account_id AND r.resource = p.resource)
+                 FROM poll_state p ORDER BY p.account_id, p.resource",
+            )
+            .map_err(|e| self.err(e))?;
+        st.query_map([], |r| {
+            Ok(PollStatus {
+                account_id: r.get(0)?,
+                resource: r.get(1)?,
+                last_started_at: r.get::<_, Option<i64>>(2)?.map(from_ms),
+                last_success_at: r.get::<_, Option<i64>>(3)?.map(from_ms),
+                last_error: r.get(4)?,
+                baseline_done: r.get::<_, i64>(5)? != 0,
+                consecutive_failures: r.get::<_, i64>(6)? as u64,
+                records: r.get::<_, i64>(7)? as u64,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.err(e))
+    }
+}
+
+fn record_event(scan: &ScanStart, action: Action, record_id: &str, now: DateTime<Utc>) -> Event {
+    Event::new(
+        EventKind::Record {
+            account_id: scan.account_id.clone(),
+            resource: scan.resource.clone(),
+            action,
+            record_id: record_id.to_string(),
+        },
+        now,
+    )
+}
+
+/// Deletes, in batches, the records a complete scan did not see.
+fn delete_unseen(
+    tx: &Transaction<'_>,
+    scan: &ScanStart,
+    emit: bool,
+    webhooks: &[Webhook],
+    now: DateTime<Utc>,
+) -> rusqlite::Result<u64> {
+    let mut deleted = 0;
+    loop {
+        let ids: Vec<String> = {
+            let mut st = tx.prepare_cached(
+                "SELECT record_id FROM records
+                 WHERE account_id = ?1 AND resource = ?2 AND seen_scan != ?3 LIMIT 1000",
+            )?;
+            st.query_map(params![scan.account_id, scan.resource, scan.scan], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        if ids.is_empty() {
+            return Ok(deleted);
+        }
+        let mut del = tx.prepare_cached(
+            "DELETE FROM records WHERE account_id = ?1 AND resource = ?2 AND record_id = ?3",
+        )?;
+        for id in &ids {
+            del.execute(params![scan.account_id, scan.resource, id])?;
+            if emit {
+                insert_event(tx, &record_event(scan, Action::Deleted, id, now), webhooks, now)?;
+            }
+            deleted += 1;
+        }
+    }
+}
+
+/// Writes the event and one pending delivery per matching webhook.
+fn insert_event(
+    tx: &Transaction<'_>,
+    event: &Event,
+    webhooks: &[Webhook],
+    now: DateTime<Utc>,
+) -> rusqlite::Result<()> {
+    let (resource, record_id) = match &event.kind {
+        EventKind::Record {
+            resource,
+            record_id,
+            ..
+        } => (Some(resource.as_str()), Some(record_id.as_str())),
+        _ => (None, None),
+    };
+    tx.prepare_cached(
+        "INSERT INTO events (id, type, account_id, resource, record_id, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        event.id,
+        event.event_type(),
+        event.account_id(),
+        resource,
+        record_id,
+        ms(event.timestamp)
+    ])?;
+    let order_key = event.order_key();
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO deliveries (id, event_id, webhook_id, order_key, status, next_attempt_at,
+             created_at, updated_at, payload)
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?5, ?6)",
+    )?;
+    for webhook in events::routes(webhooks, event) {
+        insert.execute(params![
+            new_delivery_id(),
+            event.id,
+            webhook.id,
+            order_key,
+            ms(now),
+            event.body(webhook)
+        ])?;
+    }
+    Ok(())
+}
+
+pub fn new_delivery_id() -> String {
+    format!("dlv_{}", ulid::Ulid::generate())
+}
+
+fn sql_error(path: &Path, e: rusqlite::Error) -> StoreError {
+    let path = path.to_path_buf();
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    if let rusqlite::Error::SqliteFailure(f, msg) = &e {
+        match f.code {
+            ErrorCode::DiskFull => return StoreError::DiskFull { path, dir },
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => return StoreError::Locked { path },
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
+                return StoreError::Corrupt {
+                    path,
+                    detail: msg.clone().unwrap_or_else(|| e.to_string()),
+                };
+            }
+            ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied => {
+                if f.code == ErrorCode::ReadOnly {
+                    return StoreError::ReadOnly { path, dir };
+                }
+            }
+            _ => {}
+        }
+    }
+    StoreError::Sqlite {
+        path,
+        detail: e.to_string(),
+    }
+}
+
+/// What the config says about an account, reduced to what triggers
+/// `account.updated`: provider, base URL, resources, schedule and
+/// credentials, hashed together.
+#[derive(Debug, Clone)]
+pub struct AccountFingerprint {
+    pub id: String,
+    pub provider: String,
+    pub fingerprint: String,
+}
+
+/// The state a scan starts from.
+#[derive(Debug, Clone)]
+pub struct ScanStart {
+    pub account_id: String,
+    pub resource: String,
+    pub scan: i64,
+    pub baseline_done: bool,
+    pub held: bool,
+    pub last_success_started_at: Option<DateTime<Utc>>,
+    pub last_full_scan_at: Option<DateTime<Utc>>,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageCounts {
+    pub records: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub duplicates: u64,
+}
+
+impl std::ops::AddAssign for PageCounts {
+    fn add_assign(&mut self, o: Self) {
+        self.records += o.records;
+        self.created += o.created;
+        self.updated += o.updated;
+        self.duplicates += o.duplicates;
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanEnd {
+    pub deleted: u64,
+    /// Deletions held back by the mass-deletion guard.
+    pub held: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub id: String,
+    pub event_id: String,
+    pub webhook_id: String,
+    pub attempts_made: u32,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub number: u32,
+    pub started_at: DateTime<Utc>,
+    pub status_code: Option<u16>,
+    pub duration_ms: u64,
+    pub response_body: Option<String>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    Delivered,
+    RetryAt(DateTime<Utc>),
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveryCounts {
+    pub pending: u64,
+    pub delivered: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PollStatus {
+    pub account_id: String,
+    pub resource: String,
+    pub records: u64,
+    pub baseline_done: bool,
+    pub last_started_at: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u64,
+}
