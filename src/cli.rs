@@ -88,7 +88,10 @@ impl From<crate::store::StoreError> for Failure {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("synthd: cannot start the async runtime: {e}");
@@ -163,14 +166,21 @@ pub fn describe_plan(config: &Config) -> String {
         );
         for r in &a.resources {
             let res = &provider.resources[r];
-            let mode = if res.updated_since.is_some() { "incremental + daily full scan" } else { "full scan" };
+            let mode = if res.updated_since.is_some() {
+                "incremental + daily full scan"
+            } else {
+                "full scan"
+            };
             let _ = writeln!(out, "    {r}: GET {} ({mode})", res.path);
         }
     }
     let _ = writeln!(out, "webhooks:");
     for w in &config.webhooks {
         let events: Vec<String> = w.events.iter().map(ToString::to_string).collect();
-        let accounts = w.accounts.as_ref().map_or("all accounts".to_string(), |a| a.join(", "));
+        let accounts = w
+            .accounts
+            .as_ref()
+            .map_or("all accounts".to_string(), |a| a.join(", "));
         let _ = writeln!(
             out,
             "  {} → {} events [{}] for {}; {} secret(s); timeout {}{}",
@@ -227,7 +237,10 @@ async fn sync(
     if let Some(a) = &account
         && !config.accounts.iter().any(|x| &x.id == a)
     {
-        return Err(Failure::Usage(format!("--account {a:?}: no such account in {}", path.display())));
+        return Err(Failure::Usage(format!(
+            "--account {a:?}: no such account in {}",
+            path.display()
+        )));
     }
     let selected: Vec<_> = config
         .accounts
@@ -239,7 +252,9 @@ async fn sync(
     if let Some(r) = &resource
         && selected.is_empty()
     {
-        return Err(Failure::Usage(format!("--resource {r:?}: no selected account polls this resource")));
+        return Err(Failure::Usage(format!(
+            "--resource {r:?}: no selected account polls this resource"
+        )));
     }
     let store = Store::open(&config.daemon.state_dir)?;
     let engine = Engine::new(store, &config, Arc::new(SystemClock));
@@ -290,9 +305,21 @@ async fn sync(
                     s.created,
                     s.updated,
                     s.deleted,
-                    if s.held > 0 { format!(", {} deletions held by the mass-deletion guard", s.held) } else { String::new() },
-                    if s.baseline { " [baseline: no events]" } else { "" },
-                    if s.full_scan { "full scan" } else { "incremental" },
+                    if s.held > 0 {
+                        format!(", {} deletions held by the mass-deletion guard", s.held)
+                    } else {
+                        String::new()
+                    },
+                    if s.baseline {
+                        " [baseline: no events]"
+                    } else {
+                        ""
+                    },
+                    if s.full_scan {
+                        "full scan"
+                    } else {
+                        "incremental"
+                    },
                     s.pages,
                     l.duration_ms
                 ),
@@ -305,7 +332,11 @@ async fn sync(
             pass.attempted, pass.delivered, pass.retrying, pass.failed
         );
     }
-    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
@@ -337,9 +368,16 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
                 v
             })
             .collect();
-        println!("{}", serde_json::json!({ "polls": rows, "deliveries": counts }));
+        println!(
+            "{}",
+            serde_json::json!({ "polls": rows, "deliveries": counts })
+        );
     } else {
-        let fmt = |t: Option<chrono::DateTime<Utc>>| t.map_or("never".to_string(), |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string());
+        let fmt = |t: Option<chrono::DateTime<Utc>>| {
+            t.map_or("never".to_string(), |t| {
+                t.format("%Y-%m-%d %H:%M:%SZ").to_string()
+            })
+        };
         for p in &polls {
             println!(
                 "{}/{}: {} records; last poll {}; last success {}; next poll {}{}",
@@ -349,7 +387,9 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
                 fmt(p.last_started_at),
                 fmt(p.last_success_at),
                 fmt(next_poll(&p.account_id, p.last_started_at)),
-                p.last_error.as_ref().map_or(String::new(), |e| format!("; last error: {e}"))
+                p.last_error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!("; last error: {e}"))
             );
         }
         println!(

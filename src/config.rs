@@ -340,11 +340,16 @@ fn env_overrides() -> Env {
 }
 
 fn figment_error(err: figment::Error) -> ConfigError {
-    let err = err.into_iter().next().expect("figment errors are non-empty");
+    let err = err
+        .into_iter()
+        .next()
+        .expect("figment errors are non-empty");
     let path = display_path(&err.path);
     let mut message = err.kind.to_string();
     if let figment::error::Kind::UnknownField(field, _) = &err.kind {
-        message = format!("unknown key `{field}` (check the spelling against config/synthd.example.toml)");
+        message = format!(
+            "unknown key `{field}` (check the spelling against config/synthd.example.toml)"
+        );
         let mut full = err.path.clone();
         full.push(field.clone());
         return ConfigError::new(display_path(&full), message);
@@ -354,7 +359,14 @@ fn figment_error(err: figment::Error) -> ConfigError {
     {
         message.push_str(" (set by a SYNTHD_…__… environment variable)");
     }
-    ConfigError::new(if path.is_empty() { "config".into() } else { path }, message)
+    ConfigError::new(
+        if path.is_empty() {
+            "config".into()
+        } else {
+            path
+        },
+        message,
+    )
 }
 
 /// `["accounts", "2", "interval"]` → `accounts[2].interval`.
@@ -706,7 +718,11 @@ fn validate_daemon(raw: RawDaemon, base_dir: &Path) -> Result<Daemon, ConfigErro
     })
 }
 
-fn validate_provider(name: &str, raw: RawProvider, base_dir: &Path) -> Result<Provider, ConfigError> {
+fn validate_provider(
+    name: &str,
+    raw: RawProvider,
+    base_dir: &Path,
+) -> Result<Provider, ConfigError> {
     let path = format!("providers.{name}");
     check_name(&path, name)?;
     let base_url = parse_url(&format!("{path}.base_url"), &raw.base_url)?;
@@ -719,14 +735,21 @@ fn validate_provider(name: &str, raw: RawProvider, base_dir: &Path) -> Result<Pr
         Some(p) => validate_pagination(&format!("{path}.pagination"), p)?,
     };
     let records = pointer(&format!("{path}.records"), raw.records.unwrap_or_default())?;
-    let id = pointer(&format!("{path}.id"), raw.id.unwrap_or_else(|| "/id".into()))?;
+    let id = pointer(
+        &format!("{path}.id"),
+        raw.id.unwrap_or_else(|| "/id".into()),
+    )?;
     let query = pairs(&format!("{path}.query"), raw.query, false)?;
     let headers = pairs(&format!("{path}.headers"), raw.headers, true)?;
     let rate_limit = match raw.rate_limit {
         None => None,
         Some(s) => Some(parse_rate_limit(&format!("{path}.rate_limit"), &s)?),
     };
-    let timeout = duration_or(&format!("{path}.timeout"), raw.timeout, Duration::from_secs(30))?;
+    let timeout = duration_or(
+        &format!("{path}.timeout"),
+        raw.timeout,
+        Duration::from_secs(30),
+    )?;
     if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(300) {
         return Err(ConfigError::new(
             format!("{path}.timeout"),
@@ -734,7 +757,11 @@ fn validate_provider(name: &str, raw: RawProvider, base_dir: &Path) -> Result<Pr
         ));
     }
     let max_pages = positive(&format!("{path}.max_pages"), raw.max_pages, 100_000)?;
-    let max_page_bytes = positive(&format!("{path}.max_page_bytes"), raw.max_page_bytes, 64 << 20)?;
+    let max_page_bytes = positive(
+        &format!("{path}.max_page_bytes"),
+        raw.max_page_bytes,
+        64 << 20,
+    )?;
     if raw.resources.is_empty() {
         return Err(ConfigError::new(
             format!("{path}.resources"),
@@ -789,12 +816,19 @@ fn validate_provider(name: &str, raw: RawProvider, base_dir: &Path) -> Result<Pr
             Some(u) => {
                 let upath = format!("{rpath}.updated_since");
                 if u.param.is_empty() {
-                    return Err(ConfigError::new(format!("{upath}.param"), "must not be empty"));
+                    return Err(ConfigError::new(
+                        format!("{upath}.param"),
+                        "must not be empty",
+                    ));
                 }
                 Some(UpdatedSince {
                     param: u.param,
                     format: u.format,
-                    lookback: duration_or(&format!("{upath}.lookback"), u.lookback, Duration::from_secs(300))?,
+                    lookback: duration_or(
+                        &format!("{upath}.lookback"),
+                        u.lookback,
+                        Duration::from_secs(300),
+                    )?,
                     full_scan_every: duration_or(
                         &format!("{upath}.full_scan_every"),
                         u.full_scan_every,
@@ -849,7 +883,10 @@ fn validate_pagination(path: &str, raw: RawPagination) -> Result<Pagination, Con
             first_page,
         } => {
             if first_page < 0 {
-                return Err(ConfigError::new(format!("{path}.first_page"), "must be 0 or more"));
+                return Err(ConfigError::new(
+                    format!("{path}.first_page"),
+                    "must be 0 or more",
+                ));
             }
             Pagination::Page {
                 page_param,
@@ -896,7 +933,14 @@ fn validate_auth(path: &str, raw: RawAuth, base_dir: &Path) -> Result<Auth, Conf
             password_file,
         } => Auth::Basic {
             username,
-            password: resolve_secret(path, "password", password, password_env, password_file, base_dir)?,
+            password: resolve_secret(
+                path,
+                "password",
+                password,
+                password_env,
+                password_file,
+                base_dir,
+            )?,
         },
         RawAuth::Header {
             name,
@@ -922,7 +966,10 @@ fn validate_auth(path: &str, raw: RawAuth, base_dir: &Path) -> Result<Auth, Conf
             value_file,
         } => {
             if name.is_empty() {
-                return Err(ConfigError::new(format!("{path}.name"), "must not be empty"));
+                return Err(ConfigError::new(
+                    format!("{path}.name"),
+                    "must not be empty",
+                ));
             }
             Auth::Query {
                 name,
@@ -963,7 +1010,11 @@ fn validate_account(
         let known: Vec<&str> = providers.keys().map(String::as_str).collect();
         return Err(ConfigError::new(
             format!("{path}.provider"),
-            format!("unknown provider {:?} (defined: {})", raw.provider, list_or_none(&known)),
+            format!(
+                "unknown provider {:?} (defined: {})",
+                raw.provider,
+                list_or_none(&known)
+            ),
         ));
     };
     let base_url = match raw.base_url {
@@ -997,7 +1048,10 @@ fn validate_account(
                     ));
                 }
                 if !seen.insert(r) {
-                    return Err(ConfigError::new(format!("{path}.resources[{i}]"), format!("{r:?} is listed twice")));
+                    return Err(ConfigError::new(
+                        format!("{path}.resources[{i}]"),
+                        format!("{r:?} is listed twice"),
+                    ));
                 }
             }
             list
@@ -1014,10 +1068,16 @@ fn validate_account(
             let key = format!("{path}.interval");
             let d = parse_duration(&key, &i)?;
             if d < MIN_INTERVAL {
-                return Err(ConfigError::new(key, format!("{i:?} is below the 5m minimum")));
+                return Err(ConfigError::new(
+                    key,
+                    format!("{i:?} is below the 5m minimum"),
+                ));
             }
             if d > MAX_INTERVAL {
-                return Err(ConfigError::new(key, format!("{i:?} is above the 1h maximum")));
+                return Err(ConfigError::new(
+                    key,
+                    format!("{i:?} is above the 1h maximum"),
+                ));
             }
             Schedule::Every(d)
         }
@@ -1082,7 +1142,14 @@ fn validate_webhook(
         }
     }
     if raw.secret.is_some() || raw.secret_env.is_some() || raw.secret_file.is_some() {
-        let s = resolve_secret(path, "secret", raw.secret, raw.secret_env, raw.secret_file, base_dir)?;
+        let s = resolve_secret(
+            path,
+            "secret",
+            raw.secret,
+            raw.secret_env,
+            raw.secret_file,
+            base_dir,
+        )?;
         secrets.push(decode_whsec(&secret_key_path(path, "secret"), &s)?);
     }
     for (i, v) in raw.secrets.into_iter().flatten().enumerate() {
@@ -1100,7 +1167,10 @@ fn validate_webhook(
         secrets.push(decode_whsec(&key, &s)?);
     }
     if secrets.is_empty() {
-        return Err(ConfigError::new(format!("{path}.secrets"), "the list is empty"));
+        return Err(ConfigError::new(
+            format!("{path}.secrets"),
+            "the list is empty",
+        ));
     }
     if let Some(list) = &raw.accounts {
         for (i, a) in list.iter().enumerate() {
@@ -1112,11 +1182,18 @@ fn validate_webhook(
             }
         }
     }
-    let timeout = duration_or(&format!("{path}.timeout"), raw.timeout, Duration::from_secs(10))?;
+    let timeout = duration_or(
+        &format!("{path}.timeout"),
+        raw.timeout,
+        Duration::from_secs(10),
+    )?;
     if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(30) {
         return Err(ConfigError::new(
             format!("{path}.timeout"),
-            format!("{} is outside 1s..=30s", humantime::format_duration(timeout)),
+            format!(
+                "{} is outside 1s..=30s",
+                humantime::format_duration(timeout)
+            ),
         ));
     }
     let signature_header = raw
@@ -1181,7 +1258,10 @@ fn parse_url(path: &str, s: &str) -> Result<Url, ConfigError> {
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(ConfigError::new(
             path,
-            format!("{} must be an http:// or https:// URL with a host", redact_url(&url)),
+            format!(
+                "{} must be an http:// or https:// URL with a host",
+                redact_url(&url)
+            ),
         ));
     }
     Ok(url)
@@ -1305,7 +1385,9 @@ fn parse_event_filter(path: &str, s: &str) -> Result<EventFilter, ConfigError> {
     }
     Err(ConfigError::new(
         path,
-        format!("{s:?} is not an event filter: use \"hris_employees.created\", \"hris_employees.*\" or \"*\""),
+        format!(
+            "{s:?} is not an event filter: use \"hris_employees.created\", \"hris_employees.*\" or \"*\""
+        ),
     ))
 }
 
@@ -1335,7 +1417,9 @@ fn resolve_secret(
         (None, None, Some(f)) => read_secret_file(&format!("{key}_file"), &f, base_dir),
         (None, None, None) => Err(ConfigError::new(
             key,
-            format!("missing: set {field}_env (an environment variable name), {field}_file or {field}"),
+            format!(
+                "missing: set {field}_env (an environment variable name), {field}_file or {field}"
+            ),
         )),
         _ => Err(ConfigError::new(
             key,
@@ -1347,7 +1431,10 @@ fn resolve_secret(
 fn read_secret_env(path: &str, var: &str) -> Result<Secret, ConfigError> {
     match std::env::var(var) {
         Ok(v) if !v.trim().is_empty() => Ok(Secret(v.trim().to_string())),
-        Ok(_) => Err(ConfigError::new(path, format!("environment variable {var} is empty"))),
+        Ok(_) => Err(ConfigError::new(
+            path,
+            format!("environment variable {var} is empty"),
+        )),
         Err(_) => Err(ConfigError::new(
             path,
             format!("environment variable {var} is not set"),
@@ -1376,7 +1463,10 @@ fn read_secret_file(path: &str, file: &Path, base_dir: &Path) -> Result<Secret, 
         }
     }
     let (c, e) = last_err.expect("at least one candidate");
-    Err(ConfigError::new(path, format!("cannot read {}: {e}", c.display())))
+    Err(ConfigError::new(
+        path,
+        format!("cannot read {}: {e}", c.display()),
+    ))
 }
 
 /// `whsec_<base64>` of 24–64 bytes → the raw key bytes (kept as a `Secret`
@@ -1385,7 +1475,9 @@ fn decode_whsec(path: &str, s: &Secret) -> Result<Secret, ConfigError> {
     let bad = |why: &str| {
         ConfigError::new(
             path,
-            format!("not a valid signing secret ({why}); expected whsec_<base64 of 24-64 bytes>, make one with `synthd secret`"),
+            format!(
+                "not a valid signing secret ({why}); expected whsec_<base64 of 24-64 bytes>, make one with `synthd secret`"
+            ),
         )
     };
     let Some(b64) = s.expose().strip_prefix("whsec_") else {
@@ -1407,64 +1499,6 @@ impl Secret {
         base64::engine::general_purpose::STANDARD
             .decode(b64)
             .unwrap_or_else(|_| self.0.as_bytes().to_vec())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load_str(s: &str) -> Result<Config, ConfigError> {
-        from_toml_str(s, Path::new("."))
-    }
-
-    const MIN: &str = r#"
-[providers.p]
-base_url = "http://127.0.0.1:1/v1"
-[providers.p.resources.hris_employees]
-path = "/employees"
-[[accounts]]
-id = "a"
-provider = "p"
-[[webhooks]]
-id = "w"
-url = "http://127.0.0.1:2/hook?token=abc"
-events = ["*"]
-secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-"#;
-
-    #[test]
-    fn minimal_config_gets_defaults() {
-        let c = load_str(MIN).unwrap();
-        assert_eq!(c.accounts[0].schedule, Schedule::Every(Duration::from_secs(3600)));
-        assert_eq!(c.accounts[0].resources, vec!["hris_employees"]);
-        assert_eq!(c.webhooks[0].timeout, Duration::from_secs(10));
-        assert_eq!(c.webhooks[0].signature_header, "x-synthd-signature");
-        assert_eq!(c.daemon.max_concurrent_polls, 8);
-        let r = &c.providers["p"].resources["hris_employees"];
-        assert_eq!(r.id, "/id");
-        assert_eq!(r.records, "");
-    }
-
-    #[test]
-    fn event_filters_match_as_documented() {
-        let p = EventFilter::Prefix("hris_employees".into());
-        assert!(p.matches("hris_employees.created"));
-        assert!(!p.matches("hris_employees_x.created"));
-        assert!(EventFilter::All.matches("account.created"));
-        assert!(EventFilter::Exact("a.b".into()).matches("a.b"));
-        assert!(!EventFilter::Exact("a.b".into()).matches("a.c"));
-    }
-
-    #[test]
-    fn secret_debug_is_redacted() {
-        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(***)");
-    }
-
-    #[test]
-    fn display_path_formats_indices() {
-        let p: Vec<String> = ["accounts", "2", "interval"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(display_path(&p), "accounts[2].interval");
     }
 }
 
@@ -1515,5 +1549,69 @@ impl Account {
             }
         }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(s: &str) -> Result<Config, ConfigError> {
+        from_toml_str(s, Path::new("."))
+    }
+
+    const MIN: &str = r#"
+[providers.p]
+base_url = "http://127.0.0.1:1/v1"
+[providers.p.resources.hris_employees]
+path = "/employees"
+[[accounts]]
+id = "a"
+provider = "p"
+[[webhooks]]
+id = "w"
+url = "http://127.0.0.1:2/hook?token=abc"
+events = ["*"]
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = load_str(MIN).unwrap();
+        assert_eq!(
+            c.accounts[0].schedule,
+            Schedule::Every(Duration::from_secs(3600))
+        );
+        assert_eq!(c.accounts[0].resources, vec!["hris_employees"]);
+        assert_eq!(c.webhooks[0].timeout, Duration::from_secs(10));
+        assert_eq!(c.webhooks[0].signature_header, "x-synthd-signature");
+        assert_eq!(c.daemon.max_concurrent_polls, 8);
+        let r = &c.providers["p"].resources["hris_employees"];
+        assert_eq!(r.id, "/id");
+        assert_eq!(r.records, "");
+    }
+
+    #[test]
+    fn event_filters_match_as_documented() {
+        let p = EventFilter::Prefix("hris_employees".into());
+        assert!(p.matches("hris_employees.created"));
+        assert!(!p.matches("hris_employees_x.created"));
+        assert!(EventFilter::All.matches("account.created"));
+        assert!(EventFilter::Exact("a.b".into()).matches("a.b"));
+        assert!(!EventFilter::Exact("a.b".into()).matches("a.c"));
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(***)");
+    }
+
+    #[test]
+    fn display_path_formats_indices() {
+        let p: Vec<String> = ["accounts", "2", "interval"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(display_path(&p), "accounts[2].interval");
     }
 }

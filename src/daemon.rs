@@ -33,7 +33,11 @@ pub struct Engine {
 impl Engine {
     pub fn new(store: Store, config: &Config, clock: Arc<dyn Clock>) -> Self {
         let hasher = crate::detect::Hasher::new(
-            config.daemon.hash_key.as_ref().map(|k| k.expose().as_bytes()),
+            config
+                .daemon
+                .hash_key
+                .as_ref()
+                .map(|k| k.expose().as_bytes()),
         );
         let ctx = PollContext {
             store: store.clone(),
@@ -99,13 +103,25 @@ pub async fn run(
     let (config_tx, config_rx) = watch::channel(config.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    tasks.spawn(scheduler(engine.clone(), config_rx.clone(), shutdown_rx.clone()));
-    tasks.spawn(delivery_loop(engine.clone(), config_rx.clone(), shutdown_rx.clone()));
+    tasks.spawn(scheduler(
+        engine.clone(),
+        config_rx.clone(),
+        shutdown_rx.clone(),
+    ));
+    tasks.spawn(delivery_loop(
+        engine.clone(),
+        config_rx.clone(),
+        shutdown_rx.clone(),
+    ));
 
     if options.notify_systemd {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     }
-    tracing::info!(accounts = config.accounts.len(), webhooks = config.webhooks.len(), "synthd started");
+    tracing::info!(
+        accounts = config.accounts.len(),
+        webhooks = config.webhooks.len(),
+        "synthd started"
+    );
 
     let mut term = signal(tokio::signal::unix::SignalKind::terminate());
     let mut hup = signal(tokio::signal::unix::SignalKind::hangup());
@@ -184,7 +200,10 @@ pub fn plan_warnings(config: &Config) -> Vec<String> {
     }
     for w in &config.webhooks {
         if !w.enabled {
-            out.push(format!("webhook {:?} is disabled: no events are queued for it", w.id));
+            out.push(format!(
+                "webhook {:?} is disabled: no events are queued for it",
+                w.id
+            ));
         }
     }
     out
@@ -196,21 +215,29 @@ fn log_startup(config: &Config) {
     }
 }
 
+/// Polls that have started since the scheduler last looked, with when.
+type StartLog = Arc<Mutex<Vec<(String, DateTime<Utc>)>>>;
+
 /// Starts polls when they are due: at most `max_concurrent_polls` at once,
 /// never two of the same account.
-async fn scheduler(engine: Engine, mut config_rx: watch::Receiver<Arc<Config>>, mut shutdown: watch::Receiver<bool>) {
+async fn scheduler(
+    engine: Engine,
+    mut config_rx: watch::Receiver<Arc<Config>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let store = engine.ctx.store.clone();
-    let mut last_start: HashMap<String, DateTime<Utc>> = match store.blocking(|s| s.last_poll_starts()).await {
-        Ok(v) => v.into_iter().collect(),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read poll state; polling every account now");
-            HashMap::new()
-        }
-    };
+    let mut last_start: HashMap<String, DateTime<Utc>> =
+        match store.blocking(|s| s.last_poll_starts()).await {
+            Ok(v) => v.into_iter().collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read poll state; polling every account now");
+                HashMap::new()
+            }
+        };
     let limit = config_rx.borrow().daemon.max_concurrent_polls;
     let permits = Arc::new(Semaphore::new(limit));
     let running: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let started: Arc<Mutex<Vec<(String, DateTime<Utc>)>>> = Arc::default();
+    let started: StartLog = Arc::default();
     let done = Arc::new(Notify::new());
     let mut polls = JoinSet::new();
 
@@ -226,25 +253,46 @@ async fn scheduler(engine: Engine, mut config_rx: watch::Receiver<Arc<Config>>, 
         let now = engine.ctx.clock.now();
         let mut earliest: Option<DateTime<Utc>> = None;
         for account in config.accounts.iter().filter(|a| a.enabled) {
-            if running.lock().unwrap_or_else(|p| p.into_inner()).contains(&account.id) {
+            if running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&account.id)
+            {
                 continue;
             }
-            let due = account
-                .schedule
-                .next_due(&account.id, last_start.get(&account.id).copied(), now);
+            let due =
+                account
+                    .schedule
+                    .next_due(&account.id, last_start.get(&account.id).copied(), now);
             if due > now {
                 earliest = Some(earliest.map_or(due, |e| e.min(due)));
                 continue;
             }
-            running.lock().unwrap_or_else(|p| p.into_inner()).insert(account.id.clone());
+            running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(account.id.clone());
             let (engine, config, account) = (engine.clone(), config.clone(), account.clone());
-            let (permits, running, started, done) = (permits.clone(), running.clone(), started.clone(), done.clone());
+            let (permits, running, started, done) = (
+                permits.clone(),
+                running.clone(),
+                started.clone(),
+                done.clone(),
+            );
             polls.spawn(async move {
-                let Ok(_permit) = permits.acquire_owned().await else { return };
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return;
+                };
                 let at = engine.ctx.clock.now();
-                started.lock().unwrap_or_else(|p| p.into_inner()).push((account.id.clone(), at));
+                started
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((account.id.clone(), at));
                 poll::poll_account(&engine.ctx, &config, &account, None).await;
-                running.lock().unwrap_or_else(|p| p.into_inner()).remove(&account.id);
+                running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&account.id);
                 engine.deliverer.wake.notify_one();
                 done.notify_one();
             });
@@ -267,7 +315,11 @@ async fn scheduler(engine: Engine, mut config_rx: watch::Receiver<Arc<Config>>, 
 
 /// Sends due deliveries until shutdown; wakes on new events, finished
 /// attempts, or the next retry time.
-async fn delivery_loop(engine: Engine, config_rx: watch::Receiver<Arc<Config>>, mut shutdown: watch::Receiver<bool>) {
+async fn delivery_loop(
+    engine: Engine,
+    config_rx: watch::Receiver<Arc<Config>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let deliverer = engine.deliverer.clone();
     let mut in_flight = JoinSet::new();
     loop {
@@ -286,7 +338,13 @@ async fn delivery_loop(engine: Engine, config_rx: watch::Receiver<Arc<Config>>, 
             }
             Err(e) => tracing::error!(error = %e, "cannot read due deliveries; retrying shortly"),
         }
-        let next = engine.ctx.store.blocking(|s| s.next_due_at()).await.ok().flatten();
+        let next = engine
+            .ctx
+            .store
+            .blocking(|s| s.next_due_at())
+            .await
+            .ok()
+            .flatten();
         let now = engine.ctx.clock.now();
         // A due delivery may be waiting on a permit or on an earlier event of
         // the same record; those wake us when they finish, so a short floor

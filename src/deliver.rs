@@ -41,7 +41,11 @@ const RESPONSE_BODY_LIMIT: usize = 1024;
 /// The delay before the next attempt after `attempts_made` failed attempts,
 /// or `None` when the schedule is exhausted. `jitter` is in [-1, 1] and
 /// scales to ±10 %.
-pub fn retry_delay(attempts_made: u32, jitter: f64, retry_after: Option<Duration>) -> Option<Duration> {
+pub fn retry_delay(
+    attempts_made: u32,
+    jitter: f64,
+    retry_after: Option<Duration>,
+) -> Option<Duration> {
     let idx = attempts_made.checked_sub(1)? as usize;
     let base = *RETRY_SCHEDULE.get(idx)?;
     let jittered = base.mul_f64(1.0 + 0.1 * jitter.clamp(-1.0, 1.0));
@@ -153,7 +157,14 @@ impl Sender {
                 if status.is_success() {
                     success = true;
                 } else {
-                    record.error_kind = Some(if status.is_redirection() { "redirect" } else { "status" }.into());
+                    record.error_kind = Some(
+                        if status.is_redirection() {
+                            "redirect"
+                        } else {
+                            "status"
+                        }
+                        .into(),
+                    );
                     record.error = Some(format!("HTTP {}", status.as_u16()));
                 }
                 let _ = read;
@@ -234,7 +245,11 @@ impl Deliverer {
     }
 
     /// One attempt at a delivery, recorded in the store.
-    pub async fn attempt(&self, webhook: &Webhook, due: &DueDelivery) -> Result<NextStep, StoreError> {
+    pub async fn attempt(
+        &self,
+        webhook: &Webhook,
+        due: &DueDelivery,
+    ) -> Result<NextStep, StoreError> {
         let now = self.clock.now();
         let number = due.attempts_made + 1;
         let result = self
@@ -254,12 +269,16 @@ impl Deliverer {
         match step {
             NextStep::Delivered => tracing::info!(event_id = %due.event_id, webhook = %webhook.id,
                 status, attempt = number, duration_ms, "delivered"),
-            NextStep::RetryAt(at) => tracing::warn!(event_id = %due.event_id, webhook = %webhook.id, url = %url,
+            NextStep::RetryAt(at) => {
+                tracing::warn!(event_id = %due.event_id, webhook = %webhook.id, url = %url,
                 status, attempt = number, duration_ms, error = result.record.error.as_deref().unwrap_or(""),
-                next_attempt_at = %at.to_rfc3339(), "delivery failed; will retry"),
-            NextStep::Failed => tracing::error!(event_id = %due.event_id, webhook = %webhook.id, url = %url,
+                next_attempt_at = %at.to_rfc3339(), "delivery failed; will retry")
+            }
+            NextStep::Failed => {
+                tracing::error!(event_id = %due.event_id, webhook = %webhook.id, url = %url,
                 status, attempt = number, duration_ms, error = result.record.error.as_deref().unwrap_or(""),
-                "delivery failed for the last time; replay it once the receiver is fixed"),
+                "delivery failed for the last time; replay it once the receiver is fixed")
+            }
         }
         Ok(step)
     }
@@ -298,11 +317,19 @@ impl Deliverer {
             {
                 continue;
             }
-            let Some(webhook) = config.webhooks.iter().find(|w| w.id == d.webhook_id).cloned() else {
+            let Some(webhook) = config
+                .webhooks
+                .iter()
+                .find(|w| w.id == d.webhook_id)
+                .cloned()
+            else {
                 continue;
             };
             let Ok(permit) = self.semaphore(&webhook.id).try_acquire_owned() else {
-                self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&d.id);
+                self.in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&d.id);
                 continue;
             };
             let this = self.clone();
@@ -356,7 +383,9 @@ mod tests {
 
     #[test]
     fn schedule_without_jitter_is_the_spec_schedule() {
-        let got: Vec<u64> = (1..=7).map(|n| retry_delay(n, 0.0, None).unwrap().as_secs()).collect();
+        let got: Vec<u64> = (1..=7)
+            .map(|n| retry_delay(n, 0.0, None).unwrap().as_secs())
+            .collect();
         assert_eq!(got, vec![5, 300, 1800, 7200, 18000, 36000, 36000]);
         assert_eq!(retry_delay(8, 0.0, None), None);
         assert_eq!(retry_delay(0, 0.0, None), None);
@@ -371,7 +400,13 @@ mod tests {
 
     #[test]
     fn longer_retry_after_wins_shorter_does_not() {
-        assert_eq!(retry_delay(1, 0.0, Some(Duration::from_secs(60))), Some(Duration::from_secs(60)));
-        assert_eq!(retry_delay(2, 0.0, Some(Duration::from_secs(60))), Some(Duration::from_secs(300)));
+        assert_eq!(
+            retry_delay(1, 0.0, Some(Duration::from_secs(60))),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            retry_delay(2, 0.0, Some(Duration::from_secs(60))),
+            Some(Duration::from_secs(300))
+        );
     }
 }

@@ -29,9 +29,21 @@ use crate::store::Store;
 
 const TOKEN: &str = "demo-provider-token";
 
-const FIRST: &[&str] = &["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Leslie"];
-const LAST: &[&str] = &["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Perlman", "Lamport"];
-const TITLES: &[&str] = &["Engineer", "Senior Engineer", "Staff Engineer", "Manager", "Director", "Analyst"];
+const FIRST: &[&str] = &[
+    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Leslie",
+];
+const LAST: &[&str] = &[
+    "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Perlman",
+    "Lamport",
+];
+const TITLES: &[&str] = &[
+    "Engineer",
+    "Senior Engineer",
+    "Staff Engineer",
+    "Manager",
+    "Director",
+    "Analyst",
+];
 const DEPARTMENTS: &[&str] = &["Platform", "Payments", "People", "Research", "Sales"];
 
 /// The simulated provider's data. Lives only in this process's memory.
@@ -113,8 +125,16 @@ async fn list_employees(
     if auth != Some(&format!("Bearer {TOKEN}")) {
         return Err(StatusCode::UNAUTHORIZED);
     }
-    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
-    let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(5).clamp(1, 100);
+    let page: usize = q
+        .get("page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let per_page: usize = q
+        .get("per_page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5)
+        .clamp(1, 100);
     let hris = hris.lock().unwrap_or_else(|p| p.into_inner());
     let data: Vec<Value> = hris
         .employees
@@ -123,7 +143,9 @@ async fn list_employees(
         .take(per_page)
         .cloned()
         .collect();
-    Ok(axum::Json(json!({ "data": data, "meta": { "page": page, "per_page": per_page } })))
+    Ok(axum::Json(
+        json!({ "data": data, "meta": { "page": page, "per_page": per_page } }),
+    ))
 }
 
 struct Receiver {
@@ -132,7 +154,11 @@ struct Receiver {
     rejected: AtomicU64,
 }
 
-async fn receive(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+async fn receive(
+    State(rx): State<Arc<Receiver>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
     let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let verdict = crate::signing::verify(
         &rx.key,
@@ -192,7 +218,12 @@ pub async fn run(run_for: Option<Duration>, interval: Duration) -> Result<(), St
         received: AtomicU64::new(0),
         rejected: AtomicU64::new(0),
     });
-    let receiver_addr = serve(Router::new().route("/hooks/hr", post(receive)).with_state(receiver.clone())).await?;
+    let receiver_addr = serve(
+        Router::new()
+            .route("/hooks/hr", post(receive))
+            .with_state(receiver.clone()),
+    )
+    .await?;
 
     let state_dir = std::env::temp_dir().join(format!("synthd-demo-{}", std::process::id()));
     let toml = format!(
@@ -225,16 +256,24 @@ secret = "{secret}"
 "#,
         state = state_dir.display()
     );
-    let mut config = config::from_toml_str(&toml, &state_dir).map_err(|e| format!("demo config: {e}"))?;
+    let mut config =
+        config::from_toml_str(&toml, &state_dir).map_err(|e| format!("demo config: {e}"))?;
     // The demo polls faster than real configs may (5m minimum).
     for a in &mut config.accounts {
         a.schedule = Schedule::Every(interval);
     }
 
     println!("synthd demo: the real poller, detector and delivery pipeline on loopback");
-    println!("  simulated HRIS provider  http://{provider_addr}/v1/employees (12 employees, changes every 2s)");
-    println!("  verifying receiver       http://{receiver_addr}/hooks/hr (checks each webhook-signature)");
-    println!("  polling every {}; the first poll is a silent baseline. Ctrl-C to stop.", humantime::format_duration(interval));
+    println!(
+        "  simulated HRIS provider  http://{provider_addr}/v1/employees (12 employees, changes every 2s)"
+    );
+    println!(
+        "  verifying receiver       http://{receiver_addr}/hooks/hr (checks each webhook-signature)"
+    );
+    println!(
+        "  polling every {}; the first poll is a silent baseline. Ctrl-C to stop.",
+        humantime::format_duration(interval)
+    );
     println!();
 
     let store = Store::open(&state_dir).map_err(|e| e.to_string())?;
@@ -278,7 +317,9 @@ secret = "{secret}"
     println!();
     println!("demo finished: {received} events received and verified, {rejected} rejected");
     if rejected > 0 {
-        return Err(format!("{rejected} webhook requests failed signature verification"));
+        return Err(format!(
+            "{rejected} webhook requests failed signature verification"
+        ));
     }
     Ok(())
 }

@@ -201,7 +201,8 @@ mod tests {
     #[test]
     fn key_order_and_whitespace_do_not_change_the_hash() {
         let a: Value = serde_json::from_str(r#"{"a":1,"b":{"x":[1,2],"y":"z"}}"#).unwrap();
-        let b: Value = serde_json::from_str("{ \"b\" : { \"y\":\"z\", \"x\":[1, 2] },\n \"a\" : 1 }").unwrap();
+        let b: Value =
+            serde_json::from_str("{ \"b\" : { \"y\":\"z\", \"x\":[1, 2] },\n \"a\" : 1 }").unwrap();
         assert_eq!(h(&a), h(&b));
     }
 
@@ -235,7 +236,10 @@ mod tests {
     fn keyed_hash_differs_from_plain() {
         let v = json!({"a": 1});
         assert_ne!(Hasher::new(Some(b"k")).hash(&v), h(&v));
-        assert_eq!(Hasher::new(Some(b"k")).hash(&v), Hasher::new(Some(b"k")).hash(&v));
+        assert_eq!(
+            Hasher::new(Some(b"k")).hash(&v),
+            Hasher::new(Some(b"k")).hash(&v)
+        );
     }
 
     #[test]
@@ -260,7 +264,10 @@ mod tests {
         assert_eq!(d.id, "E-7");
         assert_eq!(
             digest(json!({"x": 1}), 3, "/id", &[], &hasher),
-            Err(RecordError::MissingId { index: 3, pointer: "/id".into() })
+            Err(RecordError::MissingId {
+                index: 3,
+                pointer: "/id".into()
+            })
         );
         let err = digest(json!({"id": {"secret": "v"}}), 0, "/id", &[], &hasher).unwrap_err();
         assert!(!err.to_string().contains("secret"), "{err}");
@@ -272,9 +279,39 @@ mod tests {
         let a = [1u8; 32];
         let b = [2u8; 32];
         assert_eq!(classify(None, &a, 5), Change::Created);
-        assert_eq!(classify(Some(Known { hash: a, seen_scan: 4 }), &a, 5), Change::Unchanged);
-        assert_eq!(classify(Some(Known { hash: a, seen_scan: 4 }), &b, 5), Change::Updated);
-        assert_eq!(classify(Some(Known { hash: a, seen_scan: 5 }), &b, 5), Change::Duplicate);
+        assert_eq!(
+            classify(
+                Some(Known {
+                    hash: a,
+                    seen_scan: 4
+                }),
+                &a,
+                5
+            ),
+            Change::Unchanged
+        );
+        assert_eq!(
+            classify(
+                Some(Known {
+                    hash: a,
+                    seen_scan: 4
+                }),
+                &b,
+                5
+            ),
+            Change::Updated
+        );
+        assert_eq!(
+            classify(
+                Some(Known {
+                    hash: a,
+                    seen_scan: 5
+                }),
+                &b,
+                5
+            ),
+            Change::Duplicate
+        );
     }
 
     #[test]

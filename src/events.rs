@@ -78,7 +78,9 @@ impl Event {
 
     pub fn account_id(&self) -> &str {
         match &self.kind {
-            EventKind::Record { account_id, .. } | EventKind::Account { account_id, .. } => account_id,
+            EventKind::Record { account_id, .. } | EventKind::Account { account_id, .. } => {
+                account_id
+            }
             EventKind::Test => "",
         }
     }
@@ -169,7 +171,9 @@ mod tests {
                 action: Action::Updated,
                 record_id: "42".into(),
             },
-            timestamp: DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z").unwrap().to_utc(),
+            timestamp: DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+                .unwrap()
+                .to_utc(),
         }
     }
 
@@ -186,7 +190,11 @@ mod tests {
     fn routing_respects_filters_accounts_and_enabled() {
         let e = record_event();
         let hooks = vec![
-            webhook(vec![EventFilter::Prefix("hris_employees".into())], None, true),
+            webhook(
+                vec![EventFilter::Prefix("hris_employees".into())],
+                None,
+                true,
+            ),
             webhook(vec![EventFilter::Prefix("ats_jobs".into())], None, true),
             webhook(vec![EventFilter::All], Some(vec!["other".into()]), true),
             webhook(vec![EventFilter::All], Some(vec!["acme".into()]), true),

@@ -45,7 +45,9 @@ pub enum PollError {
     Fetch(#[from] FetchError),
     #[error("{0}")]
     Store(#[from] StoreError),
-    #[error("{invalid} records had no usable id (first: {first}); changes were applied, deletions skipped")]
+    #[error(
+        "{invalid} records had no usable id (first: {first}); changes were applied, deletions skipped"
+    )]
     InvalidRecords { invalid: u64, first: String },
 }
 
@@ -97,7 +99,11 @@ pub async fn poll_account(
 }
 
 /// Whether this scan may be incremental, and from when.
-fn incremental_since(resource: &Resource, scan: &ScanStart, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+fn incremental_since(
+    resource: &Resource,
+    scan: &ScanStart,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     let us = resource.updated_since.as_ref()?;
     if !scan.baseline_done {
         return None;

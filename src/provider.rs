@@ -170,7 +170,10 @@ impl ProviderClient {
         if !status.is_success() {
             return Err(FetchError::OAuth {
                 url: shown,
-                detail: format!("HTTP {}; check client_id and client_secret", status.as_u16()),
+                detail: format!(
+                    "HTTP {}; check client_id and client_secret",
+                    status.as_u16()
+                ),
             });
         }
         let body: Value = resp.json().await.map_err(|_| FetchError::OAuth {
@@ -183,7 +186,10 @@ impl ProviderClient {
                 detail: "response has no access_token".into(),
             });
         };
-        let lifetime = body.get("expires_in").and_then(Value::as_u64).unwrap_or(3600);
+        let lifetime = body
+            .get("expires_in")
+            .and_then(Value::as_u64)
+            .unwrap_or(3600);
         // Refresh a minute early (or at half-life for short tokens).
         let margin = Duration::from_secs(60).min(Duration::from_secs(lifetime / 2));
         tokens.insert(
@@ -274,11 +280,7 @@ impl<'a> Pager<'a> {
             return abs;
         }
         let mut url = self.account.base_url.clone();
-        let path = format!(
-            "{}{}",
-            url.path().trim_end_matches('/'),
-            self.resource.path
-        );
+        let path = format!("{}{}", url.path().trim_end_matches('/'), self.resource.path);
         url.set_path(&path);
         url
     }
@@ -375,7 +377,10 @@ impl<'a> Pager<'a> {
                 Some(Value::String(c)) if !c.is_empty() => {
                     Some(NextRequest::Params(vec![(cursor_param.clone(), c.clone())]))
                 }
-                Some(Value::Number(n)) => Some(NextRequest::Params(vec![(cursor_param.clone(), n.to_string())])),
+                Some(Value::Number(n)) => Some(NextRequest::Params(vec![(
+                    cursor_param.clone(),
+                    n.to_string(),
+                )])),
                 _ => None,
             },
             (Pagination::Link, _) => match next_link(&headers) {
@@ -424,7 +429,9 @@ impl<'a> Pager<'a> {
             let result = self.send_once(url, refreshed_token).await;
             let retry_after = match result {
                 Ok(Response::Body(headers, bytes)) => return Ok((headers, bytes)),
-                Ok(Response::Unauthorized) if !refreshed_token && matches!(self.account.auth, Auth::OAuth2 { .. }) => {
+                Ok(Response::Unauthorized)
+                    if !refreshed_token && matches!(self.account.auth, Auth::OAuth2 { .. }) =>
+                {
                     refreshed_token = true;
                     attempt -= 1;
                     continue;
@@ -476,10 +483,17 @@ impl<'a> Pager<'a> {
 
     async fn send_once(&self, url: &Url, force_token: bool) -> Result<Response, SendError> {
         let shown = redact_url(url);
-        let mut req = self.client.http.get(url.clone()).timeout(self.provider.timeout);
+        let mut req = self
+            .client
+            .http
+            .get(url.clone())
+            .timeout(self.provider.timeout);
         req = req.header(reqwest::header::ACCEPT, "application/json");
         for (k, v) in &self.resource.headers {
-            if let (Ok(k), Ok(v)) = (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.as_str())) {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::try_from(k.as_str()),
+                HeaderValue::try_from(v.as_str()),
+            ) {
                 req = req.header(k, v);
             }
         }
@@ -605,7 +619,9 @@ fn parse_json(shown: &str, headers: &HeaderMap, bytes: &[u8]) -> Result<Value, F
             .and_then(|v| v.to_str().ok())
             .unwrap_or("none")
             .to_string();
-        if e.classify() == serde_json::error::Category::Eof && !bytes.iter().all(u8::is_ascii_whitespace) {
+        if e.classify() == serde_json::error::Category::Eof
+            && !bytes.iter().all(u8::is_ascii_whitespace)
+        {
             return FetchError::TruncatedJson {
                 url: shown.to_string(),
                 detail: e.to_string(),
@@ -615,7 +631,10 @@ fn parse_json(shown: &str, headers: &HeaderMap, bytes: &[u8]) -> Result<Value, F
         let what = match first {
             None => "empty body".to_string(),
             Some(b'<') => "looks like HTML".to_string(),
-            Some(_) => format!("invalid at {}", e.to_string().rsplit_once(" at ").map_or("start", |x| x.1)),
+            Some(_) => format!(
+                "invalid at {}",
+                e.to_string().rsplit_once(" at ").map_or("start", |x| x.1)
+            ),
         };
         FetchError::NotJson {
             url: shown.to_string(),
@@ -679,7 +698,11 @@ pub fn next_link(headers: &HeaderMap) -> Option<String> {
                 let param = param.trim();
                 param
                     .strip_prefix("rel=")
-                    .map(|v| v.trim_matches('"').split_whitespace().any(|r| r.eq_ignore_ascii_case("next")))
+                    .map(|v| {
+                        v.trim_matches('"')
+                            .split_whitespace()
+                            .any(|r| r.eq_ignore_ascii_case("next"))
+                    })
                     .unwrap_or(false)
             });
             if is_next {
@@ -723,8 +746,14 @@ mod tests {
                 "<https://api.x/items?page=1>; rel=\"prev\", <https://api.x/items?page=3&a=1,2>; rel=\"next\"",
             ),
         );
-        assert_eq!(next_link(&h).as_deref(), Some("https://api.x/items?page=3&a=1,2"));
-        h.insert(reqwest::header::LINK, HeaderValue::from_static("<https://api.x/items?page=1>; rel=\"prev\""));
+        assert_eq!(
+            next_link(&h).as_deref(),
+            Some("https://api.x/items?page=3&a=1,2")
+        );
+        h.insert(
+            reqwest::header::LINK,
+            HeaderValue::from_static("<https://api.x/items?page=1>; rel=\"prev\""),
+        );
         assert_eq!(next_link(&h), None);
     }
 
@@ -737,8 +766,20 @@ mod tests {
     #[test]
     fn records_pointer_errors_are_specific() {
         let mut body = serde_json::json!({"data": {"x": 1}, "list": [1, 2]});
-        assert!(matches!(take_records("u", &mut body, "/data"), Err(FetchError::Records { what: "does not point at an array", .. })));
-        assert!(matches!(take_records("u", &mut body, "/nope"), Err(FetchError::Records { what: "does not exist in the response", .. })));
+        assert!(matches!(
+            take_records("u", &mut body, "/data"),
+            Err(FetchError::Records {
+                what: "does not point at an array",
+                ..
+            })
+        ));
+        assert!(matches!(
+            take_records("u", &mut body, "/nope"),
+            Err(FetchError::Records {
+                what: "does not exist in the response",
+                ..
+            })
+        ));
         assert_eq!(take_records("u", &mut body, "/list").unwrap().len(), 2);
     }
 

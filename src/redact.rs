@@ -11,10 +11,7 @@ pub fn redact_url(url: &Url) -> String {
         let _ = shown.set_password(Some("***"));
     }
     if shown.query().is_some() {
-        let pairs: Vec<String> = url
-            .query_pairs()
-            .map(|(k, _)| format!("{k}=***"))
-            .collect();
+        let pairs: Vec<String> = url.query_pairs().map(|(k, _)| format!("{k}=***")).collect();
         if pairs.is_empty() {
             shown.set_query(Some("***"));
         } else {

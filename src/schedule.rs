@@ -174,7 +174,11 @@ mod tests {
             minutes.insert(due.timestamp() / 60);
         }
         // 200 accounts land in many distinct minutes, not one.
-        assert!(minutes.len() > 40, "only {} distinct minutes", minutes.len());
+        assert!(
+            minutes.len() > 40,
+            "only {} distinct minutes",
+            minutes.len()
+        );
     }
 
     #[test]

@@ -26,7 +26,10 @@ pub fn standard_signature(keys: &[Vec<u8>], msg_id: &str, timestamp: i64, body: 
     keys.iter()
         .map(|k| {
             let sig = hmac(k, &[msg_id.as_bytes(), b".", ts.as_bytes(), b".", body]);
-            format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(sig))
+            format!(
+                "v1,{}",
+                base64::engine::general_purpose::STANDARD.encode(sig)
+            )
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -45,7 +48,10 @@ pub fn hex_signature(key: &[u8], body: &[u8]) -> String {
 pub fn new_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::fill(&mut bytes);
-    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
 }
 
 /// Why a received webhook was rejected.
@@ -122,7 +128,12 @@ mod tests {
     #[test]
     fn rotation_signs_with_every_key_and_each_verifies() {
         let body = b"{}";
-        let sig = standard_signature(&[b"new-key".to_vec(), b"old-key".to_vec()], "evt_1", 100, body);
+        let sig = standard_signature(
+            &[b"new-key".to_vec(), b"old-key".to_vec()],
+            "evt_1",
+            100,
+            body,
+        );
         assert_eq!(sig.split(' ').count(), 2);
         for key in [b"new-key", b"old-key"] {
             verify(key, Some("evt_1"), Some("100"), Some(&sig), body, 100).unwrap();
@@ -132,11 +143,25 @@ mod tests {
             Err(VerifyError::NoMatch)
         );
         assert_eq!(
-            verify(b"new-key", Some("evt_1"), Some("100"), Some(&sig), b"{ }", 100),
+            verify(
+                b"new-key",
+                Some("evt_1"),
+                Some("100"),
+                Some(&sig),
+                b"{ }",
+                100
+            ),
             Err(VerifyError::NoMatch)
         );
         assert_eq!(
-            verify(b"new-key", Some("evt_1"), Some("100"), Some(&sig), body, 1000),
+            verify(
+                b"new-key",
+                Some("evt_1"),
+                Some("100"),
+                Some(&sig),
+                body,
+                1000
+            ),
             Err(VerifyError::StaleTimestamp)
         );
     }
@@ -144,7 +169,10 @@ mod tests {
     #[test]
     fn hex_signature_is_lowercase_hex_of_the_body_hmac() {
         let s = hex_signature(b"key", b"The quick brown fox jumps over the lazy dog");
-        assert_eq!(s, "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8");
+        assert_eq!(
+            s,
+            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
     }
 
     #[test]

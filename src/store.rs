@@ -98,7 +98,9 @@ CREATE TABLE attempts (
 /// A storage failure, phrased for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create state directory {path}: {source} (set daemon.state_dir to a writable directory)")]
+    #[error(
+        "cannot create state directory {path}: {source} (set daemon.state_dir to a writable directory)"
+    )]
     StateDir {
         path: PathBuf,
         source: std::io::Error,
@@ -116,11 +118,17 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
-    #[error("database {path}: disk full; the last change was rolled back and nothing was lost; free space in {dir}")]
+    #[error(
+        "database {path}: disk full; the last change was rolled back and nothing was lost; free space in {dir}"
+    )]
     DiskFull { path: PathBuf, dir: PathBuf },
-    #[error("database {path} is locked by another process (is another synthd running on this state_dir?)")]
+    #[error(
+        "database {path} is locked by another process (is another synthd running on this state_dir?)"
+    )]
     Locked { path: PathBuf },
-    #[error("database {path} is damaged ({detail}); restore it from a backup or move it away to start over")]
+    #[error(
+        "database {path} is damaged ({detail}); restore it from a backup or move it away to start over"
+    )]
     Corrupt { path: PathBuf, detail: String },
     #[error("database {path} is read-only; make {dir} writable by the synthd user")]
     ReadOnly { path: PathBuf, dir: PathBuf },
@@ -220,7 +228,8 @@ impl Store {
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn.transaction().map_err(|e| sql_error(&self.path, e))?;
-            tx.execute_batch(sql).map_err(|e| sql_error(&self.path, e))?;
+            tx.execute_batch(sql)
+                .map_err(|e| sql_error(&self.path, e))?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)
                 .map_err(|e| sql_error(&self.path, e))?;
             tx.commit().map_err(|e| sql_error(&self.path, e))?;
@@ -462,7 +471,8 @@ impl Store {
             match decision {
                 DeleteDecision::Hold => end.held = missing as u64,
                 DeleteDecision::Apply => {
-                    end.deleted = delete_unseen(&tx, scan, emit, webhooks, now).map_err(|e| self.err(e))?;
+                    end.deleted =
+                        delete_unseen(&tx, scan, emit, webhooks, now).map_err(|e| self.err(e))?;
                 }
             }
             tx.execute(
@@ -490,7 +500,12 @@ impl Store {
 
     /// Records a failed poll. Deletions held by the guard need two
     /// *consecutive* complete scans, so a failure resets the hold.
-    pub fn fail_scan(&self, scan: &ScanStart, error: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    pub fn fail_scan(
+        &self,
+        scan: &ScanStart,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.lock()
             .execute(
                 "UPDATE poll_state SET last_finished_at = ?3, last_error = ?4,
@@ -548,7 +563,11 @@ impl Store {
         );
         let mut st = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let mut values: Vec<rusqlite::types::Value> = vec![ms(now).into()];
-        values.extend(webhook_ids.iter().map(|w| rusqlite::types::Value::from(w.to_string())));
+        values.extend(
+            webhook_ids
+                .iter()
+                .map(|w| rusqlite::types::Value::from(w.to_string())),
+        );
         values.push((limit as i64).into());
         st.query_map(rusqlite::params_from_iter(values), |r| {
             Ok(DueDelivery {
@@ -701,8 +720,10 @@ fn delete_unseen(
                 "SELECT record_id FROM records
                  WHERE account_id = ?1 AND resource = ?2 AND seen_scan != ?3 LIMIT 1000",
             )?;
-            st.query_map(params![scan.account_id, scan.resource, scan.scan], |r| r.get(0))?
-                .collect::<Result<_, _>>()?
+            st.query_map(params![scan.account_id, scan.resource, scan.scan], |r| {
+                r.get(0)
+            })?
+            .collect::<Result<_, _>>()?
         };
         if ids.is_empty() {
             return Ok(deleted);
@@ -713,7 +734,12 @@ fn delete_unseen(
         for id in &ids {
             del.execute(params![scan.account_id, scan.resource, id])?;
             if emit {
-                insert_event(tx, &record_event(scan, Action::Deleted, id, now), webhooks, now)?;
+                insert_event(
+                    tx,
+                    &record_event(scan, Action::Deleted, id, now),
+                    webhooks,
+                    now,
+                )?;
             }
             deleted += 1;
         }
@@ -776,18 +802,16 @@ fn sql_error(path: &Path, e: rusqlite::Error) -> StoreError {
     if let rusqlite::Error::SqliteFailure(f, msg) = &e {
         match f.code {
             ErrorCode::DiskFull => return StoreError::DiskFull { path, dir },
-            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => return StoreError::Locked { path },
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                return StoreError::Locked { path };
+            }
             ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
                 return StoreError::Corrupt {
                     path,
                     detail: msg.clone().unwrap_or_else(|| e.to_string()),
                 };
             }
-            ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied => {
-                if f.code == ErrorCode::ReadOnly {
-                    return StoreError::ReadOnly { path, dir };
-                }
-            }
+            ErrorCode::ReadOnly => return StoreError::ReadOnly { path, dir },
             _ => {}
         }
     }
