@@ -53,6 +53,49 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The delivery log, newest first; `deliveries show <ID>` for one delivery
+    #[command(args_conflicts_with_subcommands = true)]
+    Deliveries {
+        #[command(subcommand)]
+        show: Option<DeliveriesCommand>,
+        /// Only deliveries to this webhook
+        #[arg(long, value_name = "ID")]
+        webhook: Option<String>,
+        /// Only deliveries in this state
+        #[arg(long, value_parser = ["pending", "delivered", "failed"])]
+        status: Option<String>,
+        /// Only deliveries of this event
+        #[arg(long, value_name = "EVENT_ID")]
+        event: Option<String>,
+        /// At most this many rows
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue events again for delivery (same event id, new delivery rows)
+    Replay {
+        /// The event to replay
+        #[arg(value_name = "EVENT_ID", required_unless_present = "since", conflicts_with_all = ["since", "until"])]
+        event_id: Option<String>,
+        /// Replay events created at or after this time (RFC 3339)
+        #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+        since: Option<chrono::DateTime<Utc>>,
+        /// …and before this time (RFC 3339)
+        #[arg(long, value_name = "RFC3339", value_parser = parse_time, requires = "since")]
+        until: Option<chrono::DateTime<Utc>>,
+        /// Only deliveries to this webhook
+        #[arg(long, value_name = "ID")]
+        webhook: Option<String>,
+        /// Only deliveries in this state (e.g. failed)
+        #[arg(long, value_parser = ["pending", "delivered", "failed"])]
+        status: Option<String>,
+    },
+    /// Test or resume a webhook
+    Webhook {
+        #[command(subcommand)]
+        action: WebhookCommand,
+    },
     /// Print a new random signing secret (whsec_…)
     Secret,
     /// Run the whole pipeline on loopback with a simulated provider and receiver
@@ -64,6 +107,37 @@ pub enum Command {
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         interval: Duration,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// One delivery: its exact payload and every attempt
+    Show {
+        #[arg(value_name = "DELIVERY_ID")]
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Send a signed webhook.test event now; print status code and response time
+    Test {
+        #[arg(value_name = "WEBHOOK_ID")]
+        id: String,
+    },
+    /// Resume a webhook paused after days of failures
+    Resume {
+        #[arg(value_name = "WEBHOOK_ID")]
+        id: String,
+    },
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| format!("{s:?} is not an RFC 3339 time like 2026-11-23T10:00:00Z"))
 }
 
 /// A command's failure, with the exit code it maps to.
@@ -130,6 +204,48 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             json,
         } => sync(&path, account, resource, json).await,
         Command::Status { json } => status(&path, json),
+        Command::Deliveries {
+            show: Some(DeliveriesCommand::Show { id, json }),
+            ..
+        } => show_delivery(&path, &id, json),
+        Command::Deliveries {
+            show: None,
+            webhook,
+            status,
+            event,
+            limit,
+            json,
+        } => {
+            let filter = crate::store::DeliveryFilter {
+                webhook,
+                status,
+                event,
+                limit,
+            };
+            list_deliveries(&path, &filter, json)
+        }
+        Command::Replay {
+            event_id,
+            since,
+            until,
+            webhook,
+            status,
+        } => {
+            let sel = crate::store::ReplaySelection {
+                event_id,
+                since,
+                until,
+                webhook,
+                status,
+            };
+            replay(&path, &sel)
+        }
+        Command::Webhook {
+            action: WebhookCommand::Test { id },
+        } => webhook_test(&path, &id).await,
+        Command::Webhook {
+            action: WebhookCommand::Resume { id },
+        } => webhook_resume(&path, &id),
         Command::Demo { run_for, interval } => crate::demo::run(run_for, interval)
             .await
             .map(|()| ExitCode::SUCCESS)
@@ -183,7 +299,7 @@ pub fn describe_plan(config: &Config) -> String {
             .map_or("all accounts".to_string(), |a| a.join(", "));
         let _ = writeln!(
             out,
-            "  {} → {} events [{}] for {}; {} secret(s); timeout {}{}",
+            "  {} -> {} events [{}] for {}; {} secret(s); timeout {}{}",
             w.id,
             redact_url(&w.url),
             events.join(", "),
@@ -351,6 +467,7 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
     let store = Store::open(&config.daemon.state_dir)?;
     let polls = store.poll_status()?;
     let counts = store.delivery_counts()?;
+    let paused = store.paused_webhooks()?;
     let now = Utc::now();
     let next_poll = |account_id: &str, last: Option<chrono::DateTime<Utc>>| {
         config
@@ -370,7 +487,11 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
             .collect();
         println!(
             "{}",
-            serde_json::json!({ "polls": rows, "deliveries": counts })
+            serde_json::json!({
+                "polls": rows,
+                "deliveries": counts,
+                "paused_webhooks": paused.iter().map(|(id, at)| serde_json::json!({"webhook": id, "paused_at": at})).collect::<Vec<_>>(),
+            })
         );
     } else {
         let fmt = |t: Option<chrono::DateTime<Utc>>| {
@@ -396,6 +517,210 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
             "deliveries: {} pending, {} delivered, {} failed",
             counts.pending, counts.delivered, counts.failed
         );
+        for (id, at) in &paused {
+            println!(
+                "webhook {id}: PAUSED since {} after 5 days of failures; `synthd webhook resume {id}` once the receiver is fixed",
+                fmt(Some(*at))
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the store of an existing state directory; commands that only read
+/// or queue should not create one.
+fn open_existing(config: &Config) -> Result<Store, Failure> {
+    let db = config.db_path();
+    if !db.exists() {
+        return Err(Failure::Runtime(format!(
+            "no state yet at {}; start the daemon or run `synthd sync`",
+            db.display()
+        )));
+    }
+    Ok(Store::open(&config.daemon.state_dir)?)
+}
+
+fn find_webhook<'a>(config: &'a Config, id: &str) -> Result<&'a crate::config::Webhook, Failure> {
+    config.webhooks.iter().find(|w| w.id == id).ok_or_else(|| {
+        let known: Vec<&str> = config.webhooks.iter().map(|w| w.id.as_str()).collect();
+        Failure::Usage(format!(
+            "no webhook {id:?} in the config (known: {})",
+            known.join(", ")
+        ))
+    })
+}
+
+fn time(t: chrono::DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%SZ").to_string()
+}
+
+fn list_deliveries(
+    path: &std::path::Path,
+    filter: &crate::store::DeliveryFilter,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let config = config::load(path)?;
+    let store = open_existing(&config)?;
+    let rows = store.list_deliveries(filter)?;
+    if json {
+        println!("{}", serde_json::to_string(&rows).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<30} {:<30} {:<28} {:<16} {:<9} {:>8} {:>5}  UPDATED",
+        "DELIVERY", "EVENT", "TYPE", "WEBHOOK", "STATUS", "ATTEMPTS", "LAST"
+    );
+    for r in &rows {
+        println!(
+            "{:<30} {:<30} {:<28} {:<16} {:<9} {:>8} {:>5}  {}",
+            r.id,
+            r.event_id,
+            r.event_type,
+            r.webhook_id,
+            r.status,
+            r.attempts,
+            r.last_status.map_or("-".to_string(), |s| s.to_string()),
+            time(r.updated_at)
+        );
+    }
+    if rows.is_empty() {
+        println!("(no deliveries match)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_delivery(path: &std::path::Path, id: &str, json: bool) -> Result<ExitCode, Failure> {
+    let config = config::load(path)?;
+    let store = open_existing(&config)?;
+    let Some((row, payload, attempts)) = store.delivery(id)? else {
+        return Err(Failure::Usage(format!(
+            "no delivery {id:?} (list them with `synthd deliveries`)"
+        )));
+    };
+    let url = config
+        .webhooks
+        .iter()
+        .find(|w| w.id == row.webhook_id)
+        .map_or("(webhook no longer in the config)".to_string(), |w| {
+            redact_url(&w.url)
+        });
+    if json {
+        let out = serde_json::json!({
+            "delivery": row,
+            "url": url,
+            "payload": payload,
+            "attempts": attempts,
+        });
+        println!("{out}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("delivery  {}", row.id);
+    println!("event     {} ({})", row.event_id, row.event_type);
+    println!("webhook   {} -> {url}", row.webhook_id);
+    let next = row
+        .next_attempt_at
+        .map_or(String::new(), |t| format!("; next attempt {}", time(t)));
+    println!(
+        "status    {} after {} attempt(s){next}",
+        row.status, row.attempts
+    );
+    println!("created   {}", time(row.created_at));
+    println!("payload   {payload}");
+    println!("attempts:");
+    if attempts.is_empty() {
+        println!("  (none yet)");
+    }
+    for a in &attempts {
+        let outcome = match (a.status_code, &a.error) {
+            (Some(code), None) => format!("HTTP {code}"),
+            (Some(code), Some(_)) => format!("HTTP {code} (failure)"),
+            (None, Some(e)) => format!("{}: {e}", a.error_kind.as_deref().unwrap_or("error")),
+            (None, None) => "no response".into(),
+        };
+        println!(
+            "  #{} {} {outcome} in {} ms",
+            a.attempt,
+            time(a.started_at),
+            a.duration_ms
+        );
+        if let Some(body) = &a.response_body {
+            println!("     response: {}", body.replace('\n', " "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(
+    path: &std::path::Path,
+    sel: &crate::store::ReplaySelection,
+) -> Result<ExitCode, Failure> {
+    let config = config::load(path)?;
+    if let Some(w) = &sel.webhook {
+        find_webhook(&config, w)?;
+    }
+    let store = open_existing(&config)?;
+    let (queued, skipped) = store.replay(sel, &config.webhooks, Utc::now())?;
+    println!("queued {queued} deliveries for replay");
+    if skipped > 0 {
+        println!("skipped {skipped}: their webhook is disabled or no longer in the config");
+    }
+    if queued == 0 && skipped == 0 {
+        if let Some(e) = &sel.event_id {
+            return Err(Failure::Runtime(format!(
+                "no deliveries of event {e:?} to replay"
+            )));
+        }
+        println!("nothing matched");
+    } else if queued > 0 {
+        println!("the running daemon sends them within 30 s (or run `synthd sync`)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn webhook_test(path: &std::path::Path, id: &str) -> Result<ExitCode, Failure> {
+    let config = config::load(path)?;
+    logging::init(config.daemon.log_format, Target::Stderr, "warn");
+    let webhook = find_webhook(&config, id)?;
+    let store = Store::open(&config.daemon.state_dir)?;
+    let sender = crate::deliver::Sender::new();
+    let attempt = crate::deliver::test_send(&store, &sender, webhook, Utc::now())
+        .await
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let url = redact_url(&webhook.url);
+    match (attempt.status_code, &attempt.error) {
+        (Some(code), _) if (200..300).contains(&code) => {
+            println!(
+                "webhook {id} ({url}): HTTP {code} in {} ms",
+                attempt.duration_ms
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        (Some(code), _) => {
+            println!(
+                "webhook {id} ({url}): HTTP {code} in {} ms (not 2xx: failure)",
+                attempt.duration_ms
+            );
+            Ok(ExitCode::from(1))
+        }
+        (None, e) => {
+            println!(
+                "webhook {id} ({url}): failed after {} ms: {}",
+                attempt.duration_ms,
+                e.as_deref().unwrap_or("no response")
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn webhook_resume(path: &std::path::Path, id: &str) -> Result<ExitCode, Failure> {
+    let config = config::load(path)?;
+    find_webhook(&config, id)?;
+    let store = open_existing(&config)?;
+    if store.resume_webhook(id)? {
+        println!("webhook {id} resumed; its queued deliveries go out on the daemon's next pass");
+    } else {
+        println!("webhook {id} was not paused");
     }
     Ok(ExitCode::SUCCESS)
 }

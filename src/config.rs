@@ -240,6 +240,32 @@ impl Webhook {
                 .is_none_or(|a| a.iter().any(|x| x == account_id))
             && self.events.iter().any(|f| f.matches(event_type))
     }
+
+    /// A digest of the webhook's settings; when it changes on reload, a
+    /// paused webhook is resumed. Only the digest is stored.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut field = |s: &str| {
+            h.update((s.len() as u64).to_be_bytes());
+            h.update(s.as_bytes());
+        };
+        field(self.url.as_str());
+        for e in &self.events {
+            field(&e.to_string());
+        }
+        for s in &self.secrets {
+            field(s.expose());
+        }
+        for a in self.accounts.iter().flatten() {
+            field(a);
+        }
+        field(&format!(
+            "{}|{:?}|{}",
+            self.enabled, self.timeout, self.signature_header
+        ));
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// An entry of a webhook's `events` list.

@@ -51,7 +51,8 @@ impl Engine {
         }
     }
 
-    /// Emits account.created / updated / deleted for config changes.
+    /// Emits account.created / updated / deleted for config changes, and
+    /// resumes paused webhooks whose config changed.
     pub async fn reconcile_accounts(&self, config: &Arc<Config>) -> Result<(), StoreError> {
         let fingerprints: Vec<AccountFingerprint> = config
             .accounts
@@ -63,14 +64,27 @@ impl Engine {
             })
             .collect();
         let now = self.ctx.clock.now();
-        let config = config.clone();
+        let cfg = config.clone();
         let events = self
             .ctx
             .store
-            .blocking(move |s| s.reconcile_accounts(&fingerprints, &config.webhooks, now))
+            .blocking(move |s| s.reconcile_accounts(&fingerprints, &cfg.webhooks, now))
             .await?;
         for e in &events {
             tracing::info!(event_id = %e.id, account = %e.account_id(), event_type = %e.event_type(), "account event");
+        }
+        let fingerprints: Vec<(String, String)> = config
+            .webhooks
+            .iter()
+            .map(|w| (w.id.clone(), w.fingerprint()))
+            .collect();
+        let resumed = self
+            .ctx
+            .store
+            .blocking(move |s| s.reconcile_webhooks(&fingerprints))
+            .await?;
+        for id in resumed {
+            tracing::info!(webhook = %id, "webhook config changed: resuming the paused webhook");
         }
         if !events.is_empty() {
             self.deliverer.wake.notify_one();
@@ -109,6 +123,11 @@ pub async fn run(
         shutdown_rx.clone(),
     ));
     tasks.spawn(delivery_loop(
+        engine.clone(),
+        config_rx.clone(),
+        shutdown_rx.clone(),
+    ));
+    tasks.spawn(retention_loop(
         engine.clone(),
         config_rx.clone(),
         shutdown_rx.clone(),
@@ -360,4 +379,56 @@ async fn delivery_loop(
         }
     }
     while in_flight.join_next().await.is_some() {}
+}
+
+/// How often the delivery log is pruned, and how many rows one transaction
+/// deletes.
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
+const RETENTION_BATCH: usize = 500;
+
+/// Prunes delivered and failed deliveries past their retention, in small
+/// batches with a yield between them so polls are never held up.
+async fn retention_loop(
+    engine: Engine,
+    config_rx: watch::Receiver<Arc<Config>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let retention = config_rx.borrow().daemon.retention;
+        let mut total = crate::store::Pruned::default();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let now = engine.ctx.clock.now();
+            match engine
+                .ctx
+                .store
+                .blocking(move |s| s.prune_batch(retention, now, RETENTION_BATCH))
+                .await
+            {
+                Ok(p) if p.deliveries == 0 && p.events == 0 => break,
+                Ok(p) => {
+                    total.deliveries += p.deliveries;
+                    total.events += p.events;
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "pruning the delivery log failed; will try again later");
+                    break;
+                }
+            }
+        }
+        if total.deliveries > 0 || total.events > 0 {
+            tracing::info!(
+                deliveries = total.deliveries,
+                events = total.events,
+                "pruned the delivery log"
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETENTION_EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }

@@ -258,11 +258,18 @@ impl Deliverer {
             .await;
         let jitter = rand::random_range(-1.0..=1.0);
         let step = next_step(&result, self.clock.now(), jitter);
-        let id = due.id.clone();
+        let (id, webhook_id) = (due.id.clone(), webhook.id.clone());
         let record = result.record.clone();
-        self.store
-            .blocking(move |s| s.record_attempt(&id, &record, step))
+        let paused = self
+            .store
+            .blocking(move |s| s.record_attempt(&id, &webhook_id, &record, step))
             .await?;
+        if paused {
+            tracing::warn!(webhook = %webhook.id, url = %redact_url(&webhook.url),
+                "every attempt to this webhook has failed for 5 days: paused; its events stay queued. \
+                 Fix the receiver, then run `synthd webhook resume {}` or change the webhook in the config and reload",
+                webhook.id);
+        }
         let status = result.record.status_code.unwrap_or(0);
         let duration_ms = result.record.duration_ms;
         let url = redact_url(&webhook.url);
@@ -290,7 +297,7 @@ impl Deliverer {
         config: &Arc<Config>,
         skip: &HashSet<String>,
     ) -> Result<Vec<(String, tokio::task::JoinHandle<Option<NextStep>>)>, StoreError> {
-        let active: Vec<String> = config
+        let enabled: Vec<String> = config
             .webhooks
             .iter()
             .filter(|w| w.enabled)
@@ -300,7 +307,12 @@ impl Deliverer {
         let due = self
             .store
             .blocking(move |s| {
-                let ids: Vec<&str> = active.iter().map(String::as_str).collect();
+                let paused = s.paused_webhooks()?;
+                let ids: Vec<&str> = enabled
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|id| !paused.iter().any(|(p, _)| p == id))
+                    .collect();
                 s.due_deliveries(&ids, now, 500)
             })
             .await?;
@@ -375,6 +387,47 @@ impl Deliverer {
             }
         }
     }
+}
+
+/// Minimum gap between two test sends to one webhook, across processes.
+pub const TEST_SEND_GAP: Duration = Duration::from_secs(10);
+
+/// Why a test send did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum TestSendError {
+    #[error("a test was sent to webhook {webhook:?} less than 10s ago; try again in {wait_secs}s")]
+    TooSoon { webhook: String, wait_secs: u64 },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Sends a signed `webhook.test` event to `webhook` now (one attempt, no
+/// retries), logs it in the delivery log, and returns the attempt.
+pub async fn test_send(
+    store: &Store,
+    sender: &Sender,
+    webhook: &Webhook,
+    now: DateTime<Utc>,
+) -> Result<AttemptRecord, TestSendError> {
+    let id = webhook.id.clone();
+    let claim = store
+        .blocking(move |s| s.claim_test_send(&id, now, TEST_SEND_GAP))
+        .await?;
+    if let crate::store::TestClaim::TooSoon(wait) = claim {
+        return Err(TestSendError::TooSoon {
+            webhook: webhook.id.clone(),
+            wait_secs: wait.as_secs_f64().ceil() as u64,
+        });
+    }
+    let event = crate::events::Event::new(crate::events::EventKind::Test, now);
+    let payload = event.body(webhook);
+    let result = sender.send(webhook, &event.id, &payload, 1, now).await;
+    let (hook, record) = (webhook.clone(), result.record.clone());
+    let success = result.success;
+    store
+        .blocking(move |s| s.record_test_send(&event, &hook, &payload, &record, success))
+        .await?;
+    Ok(result.record)
 }
 
 #[cfg(test)]

@@ -20,9 +20,13 @@ use crate::config::Webhook;
 use crate::detect::{self, Change, DeleteDecision, Known, RecordDigest};
 use crate::events::{self, Action, Event, EventKind};
 
+mod outbox;
+pub use outbox::{AttemptRow, DeliveryFilter, DeliveryRow, Pruned, ReplaySelection, TestClaim};
+
 /// Schema migrations, applied in order; `PRAGMA user_version` is the number
 /// applied so far.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE accounts (
     id          TEXT PRIMARY KEY,
     provider    TEXT NOT NULL,
@@ -93,7 +97,18 @@ CREATE TABLE attempts (
     error         TEXT,
     PRIMARY KEY (delivery_id, attempt)
 );
-"#];
+"#,
+    r#"
+CREATE TABLE webhook_state (
+    webhook_id    TEXT PRIMARY KEY,
+    fingerprint   TEXT,
+    failing_since INTEGER,
+    paused_at     INTEGER,
+    last_test_at  INTEGER
+);
+CREATE INDEX deliveries_retention ON deliveries (status, updated_at);
+"#,
+];
 
 /// A storage failure, phrased for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +160,7 @@ pub struct Store {
     path: PathBuf,
 }
 
-fn ms(t: DateTime<Utc>) -> i64 {
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
@@ -193,13 +208,13 @@ impl Store {
         &self.path
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a transaction open
         // (rusqlite rolls back on drop), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn err(&self, e: rusqlite::Error) -> StoreError {
+    pub(crate) fn err(&self, e: rusqlite::Error) -> StoreError {
         sql_error(&self.path, e)
     }
 
@@ -594,54 +609,6 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Records one attempt and the delivery's new state.
-    pub fn record_attempt(
-        &self,
-        delivery_id: &str,
-        attempt: &AttemptRecord,
-        next: NextStep,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
-        tx.execute(
-            "INSERT OR REPLACE INTO attempts
-                 (delivery_id, attempt, started_at, status_code, duration_ms, response_body, error_kind, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                delivery_id,
-                attempt.number,
-                ms(attempt.started_at),
-                attempt.status_code,
-                attempt.duration_ms as i64,
-                attempt.response_body,
-                attempt.error_kind,
-                attempt.error,
-            ],
-        )
-        .map_err(|e| self.err(e))?;
-        let (status, next_at) = match next {
-            NextStep::Delivered => ("delivered", None),
-            NextStep::RetryAt(t) => ("pending", Some(ms(t))),
-            NextStep::Failed => ("failed", None),
-        };
-        tx.execute(
-            "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, updated_at = ?5,
-                 last_status = ?6, last_error = ?7
-             WHERE id = ?1",
-            params![
-                delivery_id,
-                status,
-                attempt.number,
-                next_at,
-                ms(attempt.started_at),
-                attempt.status_code,
-                attempt.error,
-            ],
-        )
-        .map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))
-    }
-
     // -----------------------------------------------------------------------
     // Reporting
     // -----------------------------------------------------------------------
@@ -747,7 +714,7 @@ fn delete_unseen(
 }
 
 /// Writes the event and one pending delivery per matching webhook.
-fn insert_event(
+pub(crate) fn insert_event(
     tx: &Transaction<'_>,
     event: &Event,
     webhooks: &[Webhook],

@@ -1,0 +1,687 @@
+//! The delivery engine against a real loopback receiver, with an injected
+//! clock: retry schedule, Retry-After, per-record order, pausing, replay,
+//! test sends, secret rotation, retention, timeouts and redirects.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use synthd::clock::{Clock, ManualClock};
+use synthd::config::{self, Config};
+use synthd::deliver::{self, Deliverer, Sender, TestSendError};
+use synthd::detect::RecordDigest;
+use synthd::store::{AccountFingerprint, DeliveryFilter, ReplaySelection, Store};
+
+const SECRET_NEW: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const SECRET_OLD: &str = "whsec_dGhpcyBpcyB0aGUgb2xkIHNlY3JldCBrZXkgISE=";
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Ok,
+    Status(u16),
+    RetryAfter(u16, u64),
+    Hang,
+    Redirect,
+}
+
+#[derive(Clone)]
+struct Received {
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+    fn header(&self, name: &str) -> String {
+        self.headers[name].to_str().unwrap().to_string()
+    }
+}
+
+#[derive(Default)]
+struct HookState {
+    mode: Option<Mode>,
+    /// Requests for this record id fail with 500 whatever the mode.
+    failing_record: Option<String>,
+    requests: Vec<Received>,
+    redirect_hits: usize,
+}
+
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<HookState>>);
+
+impl Receiver {
+    fn set(&self, mode: Mode) {
+        self.0.lock().unwrap().mode = Some(mode);
+    }
+    fn fail_record(&self, id: Option<&str>) {
+        self.0.lock().unwrap().failing_record = id.map(str::to_string);
+    }
+    fn requests(&self) -> Vec<Received> {
+        self.0.lock().unwrap().requests.clone()
+    }
+}
+
+async fn hook(State(rx): State<Receiver>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let (mode, failing) = {
+        let mut s = rx.0.lock().unwrap();
+        s.requests.push(Received {
+            headers,
+            body: body.to_vec(),
+        });
+        (s.mode.unwrap_or(Mode::Ok), s.failing_record.clone())
+    };
+    let record = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["data"]["record_id"].as_str().map(str::to_string));
+    if failing.is_some() && record == failing {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "record blocked").into_response();
+    }
+    match mode {
+        Mode::Ok => (StatusCode::OK, "thanks").into_response(),
+        Mode::Status(code) => (StatusCode::from_u16(code).unwrap(), "nope").into_response(),
+        Mode::RetryAfter(code, secs) => (
+            StatusCode::from_u16(code).unwrap(),
+            [("retry-after", secs.to_string())],
+            "slow down",
+        )
+            .into_response(),
+        Mode::Hang => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            StatusCode::OK.into_response()
+        }
+        Mode::Redirect => (
+            StatusCode::MOVED_PERMANENTLY,
+            [("location", "/elsewhere")],
+            "",
+        )
+            .into_response(),
+    }
+}
+
+async fn elsewhere(State(rx): State<Receiver>) -> StatusCode {
+    rx.0.lock().unwrap().redirect_hits += 1;
+    StatusCode::OK
+}
+
+async fn start_receiver() -> (Receiver, String) {
+    let rx = Receiver::default();
+    let app = Router::new()
+        .route("/hook", axum::routing::post(hook))
+        .route("/elsewhere", axum::routing::any(elsewhere))
+        .with_state(rx.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (rx, format!("http://{addr}/hook?token=tok-value-31337"))
+}
+
+fn make_config(dir: &std::path::Path, url: &str, secrets: &str, extra: &str) -> Config {
+    let toml = format!(
+        r#"
+[daemon]
+state_dir = "{dir}"
+[providers.p]
+base_url = "http://127.0.0.1:9/v1"
+[providers.p.resources.hris_employees]
+path = "/employees"
+[[accounts]]
+id = "acme"
+provider = "p"
+[[webhooks]]
+id = "hr"
+url = "{url}"
+events = ["*"]
+{secrets}
+timeout = "1s"
+{extra}
+"#,
+        dir = dir.display()
+    );
+    config::from_toml_str(&toml, dir).unwrap()
+}
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+        .unwrap()
+        .to_utc()
+}
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    store: Store,
+    clock: ManualClock,
+    config: Arc<Config>,
+    deliverer: Deliverer,
+    receiver: Receiver,
+    accounts: Mutex<Vec<AccountFingerprint>>,
+}
+
+async fn rig(secrets: &str) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, url) = start_receiver().await;
+    let config = Arc::new(make_config(dir.path(), &url, secrets, ""));
+    let store = Store::open(dir.path()).unwrap();
+    let clock = ManualClock::new(t0());
+    let deliverer = Deliverer::new(store.clone(), Arc::new(clock.clone()));
+    Rig {
+        _dir: dir,
+        store,
+        clock,
+        config,
+        deliverer,
+        receiver,
+        accounts: Mutex::default(),
+    }
+}
+
+impl Rig {
+    /// Queues an `account.created` event for a new account id.
+    fn account_event(&self, id: &str) {
+        let mut known = self.accounts.lock().unwrap();
+        known.push(AccountFingerprint {
+            id: id.into(),
+            provider: "p".into(),
+            fingerprint: "x".into(),
+        });
+        self.store
+            .reconcile_accounts(&known, &self.config.webhooks, self.clock.now())
+            .unwrap();
+    }
+
+    /// Commits one scan of `records` (id, hash byte) for acme/hris_employees.
+    fn scan(&self, records: &[(&str, u8)]) {
+        let now = self.clock.now();
+        let scan = self
+            .store
+            .begin_scan("acme", "hris_employees", now)
+            .unwrap();
+        let digests: Vec<RecordDigest> = records
+            .iter()
+            .map(|(id, h)| RecordDigest {
+                id: id.to_string(),
+                hash: [*h; 32],
+            })
+            .collect();
+        // The first complete scan is the silent baseline, as in a real poll.
+        let emit = scan.baseline_done;
+        self.store
+            .apply_page(&scan, &digests, emit, &self.config.webhooks, now)
+            .unwrap();
+        self.store
+            .finish_scan(&scan, true, emit, &self.config.webhooks, now)
+            .unwrap();
+    }
+
+    fn only_delivery(&self) -> synthd::store::DeliveryRow {
+        let rows = self
+            .store
+            .list_deliveries(&DeliveryFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        rows.into_iter().next().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn failing_receiver_walks_the_whole_retry_schedule_then_fails() {
+    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    r.receiver.set(Mode::Status(500));
+    r.account_event("acme");
+    let mut attempt_times = vec![];
+    for n in 1..=8u32 {
+        let pass = r.deliverer.deliver_pass(&r.config).await.unwrap();
+        assert_eq!(pass.attempted, 1, "attempt {n}");
+        attempt_times.push(r.clock.now());
+        let d = r.only_delivery();
+        assert_eq!(d.attempts, n);
+        if n < 8 {
+            assert_eq!(d.status, "pending");
+            let next = d.next_attempt_at.expect("retry scheduled");
+            let gap = (next - r.clock.now()).to_std().unwrap();
+            let want = deliver::RETRY_SCHEDULE[n as usize - 1];
+            assert!(
+                gap >= want.mul_f64(0.9) && gap <= want.mul_f64(1.1),
+                "attempt {n}: gap {gap:?}, want {want:?} ±10%"
+            );
+            // Not due a moment before its time.
+            r.clock.set(next - chrono::Duration::seconds(1));
+            assert_eq!(
+                r.deliverer.deliver_pass(&r.config).await.unwrap().attempted,
+                0
+            );
+            r.clock.set(next);
+        } else {
+            assert_eq!(d.status, "failed");
+            assert_eq!(d.next_attempt_at, None);
+        }
+    }
+    let reqs = r.receiver.requests();
+    assert_eq!(reqs.len(), 8);
+    let ids: std::collections::BTreeSet<String> =
+        reqs.iter().map(|q| q.header("webhook-id")).collect();
+    assert_eq!(ids.len(), 1, "same webhook-id on every retry");
+    for (q, at) in reqs.iter().zip(&attempt_times) {
+        // Each attempt is stamped with its own time and signed afresh.
+        assert_eq!(q.header("webhook-timestamp"), at.timestamp().to_string());
+    }
+    let sigs: std::collections::BTreeSet<String> =
+        reqs.iter().map(|q| q.header("webhook-signature")).collect();
+    assert_eq!(sigs.len(), 8);
+    let (_, _, attempts) = r.store.delivery(&r.only_delivery().id).unwrap().unwrap();
+    assert_eq!(attempts.len(), 8);
+    assert!(attempts.iter().all(|a| a.status_code == Some(500)));
+    assert_eq!(attempts[0].response_body.as_deref(), Some("nope"));
+}
+
+#[tokio::test]
+async fn longer_retry_after_is_honoured_and_shorter_is_not() {
+    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    r.receiver.set(Mode::RetryAfter(429, 120));
+    r.account_event("acme");
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    let next = r.only_delivery().next_attempt_at.unwrap();
+    assert_eq!((next - r.clock.now()).num_seconds(), 120);
+
+    r.receiver.set(Mode::RetryAfter(503, 1));
+    r.clock.set(next);
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    let d = r.only_delivery();
+    let gap = (d.next_attempt_at.unwrap() - r.clock.now()).num_seconds();
+    assert!(
+        (270..=330).contains(&gap),
+        "second retry follows the 5 min schedule, got {gap}s"
+    );
+}
+
+#[tokio::test]
+async fn a_records_events_arrive_in_order_and_do_not_block_other_records() {
+    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    r.scan(&[("1", 1), ("2", 2)]); // baseline is done by the first complete scan
+    r.receiver.fail_record(Some("7"));
+    r.scan(&[("1", 1), ("2", 2), ("7", 7)]); // 7 created
+    r.scan(&[("1", 1), ("2", 2), ("7", 8), ("8", 8)]); // 7 updated, 8 created
+    r.scan(&[("1", 1), ("2", 2), ("8", 8)]); // 7 deleted
+    // Only the first event of record 7 may be tried; record 8 goes through.
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    let seen: Vec<(String, String)> = r
+        .receiver
+        .requests()
+        .iter()
+        .map(|q| {
+            let v = q.json();
+            (
+                v["type"].as_str().unwrap().to_string(),
+                v["data"]["record_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("hris_employees.created".to_string(), "7".to_string()),
+            ("hris_employees.created".to_string(), "8".to_string())
+        ]
+    );
+    // Receiver recovers: the rest of 7's history arrives in order.
+    r.receiver.fail_record(None);
+    r.clock.advance(Duration::from_secs(10));
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    let types_for_7: Vec<String> = r
+        .receiver
+        .requests()
+        .iter()
+        .map(|q| q.json())
+        .filter(|v| v["data"]["record_id"] == "7")
+        .map(|v| v["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        types_for_7,
+        vec![
+            "hris_employees.created",
+            "hris_employees.created",
+            "hris_employees.updated",
+            "hris_employees.deleted"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn five_days_of_failures_pause_the_webhook_until_resumed() {
+    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    r.receiver.set(Mode::Status(503));
+    r.account_event("a1");
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    assert!(r.store.paused_webhooks().unwrap().is_empty());
+
+    // Four days later, still failing: not yet paused.
+    r.clock.advance(Duration::from_secs(4 * 86400));
+    r.account_event("a2");
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    assert!(r.store.paused_webhooks().unwrap().is_empty());
+
+    // Past five days of nothing but failures: paused.
+    r.clock.advance(Duration::from_secs(86400 + 60));
+    r.account_event("a3");
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    let paused = r.store.paused_webhooks().unwrap();
+    assert_eq!(paused.len(), 1);
+    assert_eq!(paused[0].0, "hr");
+
+    // While paused, new events are kept pending and nothing is sent.
+    let before = r.receiver.requests().len();
+    r.account_event("a4");
+    r.clock.advance(Duration::from_secs(86400));
+    assert_eq!(
+        r.deliverer.deliver_pass(&r.config).await.unwrap().attempted,
+        0
+    );
+    assert_eq!(r.receiver.requests().len(), before);
+    let pending = r
+        .store
+        .list_deliveries(&DeliveryFilter {
+            status: Some("pending".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(pending.len(), 4, "no delivery dropped while paused");
+
+    // Resumed: everything queued goes out.
+    r.receiver.set(Mode::Ok);
+    assert!(r.store.resume_webhook("hr").unwrap());
+    let pass = r.deliverer.deliver_pass(&r.config).await.unwrap();
+    assert_eq!(pass.delivered, 4);
+    assert!(r.store.paused_webhooks().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_config_change_resumes_a_paused_webhook() {
+    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    r.receiver.set(Mode::Status(500));
+    let fp = |c: &Config| vec![(c.webhooks[0].id.clone(), c.webhooks[0].fingerprint())];
+    r.store.reconcile_webhooks(&fp(&r.config)).unwrap();
+    r.account_event("a1");
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    r.clock.advance(Duration::from_secs(5 * 86400 + 1));
+    r.account_event("a2");
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    assert_eq!(r.store.paused_webhooks().unwrap().len(), 1);
+    // Same config again: stays paused.
+    assert!(
+        r.store
+            .reconcile_webhooks(&fp(&r.config))
+            .unwrap()
+            .is_empty()
+    );
+    // The operator changes the webhook (new timeout): resumed.
+    let dir = tempfile::tempdir().unwrap();
+    let url = r.config.webhooks[0].url.to_string();
+    let changed = make_config(dir.path(), &url, &format!("secret = \"{SECRET_NEW}\""), "").webhooks
+        [0]
+    .clone();
+    let mut changed = changed;
+    changed.timeout = Duration::from_secs(5);
+    assert_eq!(
+        r.store
+            .reconcile_webhooks(&[(changed.id.clone(), changed.fingerprint())])
+            .unwrap(),
+        vec!["hr".to_string()]
+    );
+    assert!(r.store.paused_webhooks().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn replay_requeues_the_same_event_id() {
+    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    r.account_event("acme");
+    assert_eq!(
+        r.deliverer.deliver_pass(&r.config).await.unwrap().delivered,
+        1
+    );
+    let event_id = r.only_delivery().event_id;
+    let (queued, skipped) = r
+        .store
+        .replay(
+            &ReplaySelection {
+                event_id: Some(event_id.clone()),
+                ..Default::default()
+            },
+            &r.config.webhooks,
+            r.clock.now(),
+        )
+        .unwrap();
+    assert_eq!((queued, skipped), (1, 0));
+    assert_eq!(
+        r.deliverer.deliver_pass(&r.config).await.unwrap().delivered,
+        1
+    );
+    let reqs = r.receiver.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[0].header("webhook-id"), event_id);
+    assert_eq!(reqs[1].header("webhook-id"), event_id);
+    assert_eq!(reqs[0].body, reqs[1].body);
+
+    // --since with --status failed only picks failed ones: none here.
+    let (queued, _) = r
+        .store
+        .replay(
+            &ReplaySelection {
+                since: Some(t0() - chrono::Duration::hours(1)),
+                status: Some("failed".into()),
+                ..Default::default()
+            },
+            &r.config.webhooks,
+            r.clock.now(),
+        )
+        .unwrap();
+    assert_eq!(queued, 0);
+    // A time window that holds the event: replayed once per (event, webhook).
+    let (queued, _) = r
+        .store
+        .replay(
+            &ReplaySelection {
+                since: Some(t0() - chrono::Duration::hours(1)),
+                until: Some(t0() + chrono::Duration::hours(1)),
+                ..Default::default()
+            },
+            &r.config.webhooks,
+            r.clock.now(),
+        )
+        .unwrap();
+    assert_eq!(queued, 1);
+}
+
+#[tokio::test]
+async fn test_sends_are_rate_limited_per_webhook() {
+    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    let sender = Sender::new();
+    let webhook = &r.config.webhooks[0];
+    let now = Utc::now();
+    let first = deliver::test_send(&r.store, &sender, webhook, now)
+        .await
+        .unwrap();
+    assert_eq!(first.status_code, Some(200));
+    let again = deliver::test_send(
+        &r.store,
+        &sender,
+        webhook,
+        now + chrono::Duration::seconds(3),
+    )
+    .await;
+    match again {
+        Err(TestSendError::TooSoon { wait_secs, .. }) => assert_eq!(wait_secs, 7),
+        other => panic!("expected TooSoon, got {other:?}"),
+    }
+    let later = deliver::test_send(
+        &r.store,
+        &sender,
+        webhook,
+        now + chrono::Duration::seconds(10),
+    )
+    .await;
+    assert!(later.is_ok());
+    let reqs = r.receiver.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[0].json()["type"], "webhook.test");
+    // Logged like any delivery.
+    let logged = r
+        .store
+        .list_deliveries(&DeliveryFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(logged.len(), 2);
+    assert!(
+        logged
+            .iter()
+            .all(|d| d.event_type == "webhook.test" && d.status == "delivered")
+    );
+}
+
+#[tokio::test]
+async fn during_rotation_both_secrets_verify_with_standardwebhooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (receiver, url) = start_receiver().await;
+    let config = Arc::new(make_config(
+        dir.path(),
+        &url,
+        &format!("secrets = [\"{SECRET_NEW}\", \"{SECRET_OLD}\"]"),
+        "",
+    ));
+    let store = Store::open(dir.path()).unwrap();
+    // Real clock: standardwebhooks checks the timestamp against now.
+    let deliverer = Deliverer::new(store.clone(), Arc::new(synthd::clock::SystemClock));
+    store
+        .reconcile_accounts(
+            &[AccountFingerprint {
+                id: "acme".into(),
+                provider: "p".into(),
+                fingerprint: "x".into(),
+            }],
+            &config.webhooks,
+            Utc::now(),
+        )
+        .unwrap();
+    assert_eq!(deliverer.deliver_pass(&config).await.unwrap().delivered, 1);
+    let q = &receiver.requests()[0];
+    let mut headers = http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(name, q.header(name).parse().unwrap());
+    }
+    assert_eq!(q.header("webhook-signature").split(' ').count(), 2);
+    for secret in [SECRET_NEW, SECRET_OLD] {
+        standardwebhooks::Webhook::new(secret)
+            .unwrap()
+            .verify(&q.body, &headers)
+            .unwrap_or_else(|e| panic!("{secret} failed: {e:?}"));
+    }
+    assert!(
+        standardwebhooks::Webhook::new("whsec_c29tZSBvdGhlciBzZWNyZXQgdGhhdCBpcyBsb25n")
+            .unwrap()
+            .verify(&q.body, &headers)
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn retention_prunes_old_deliveries_and_attempts_only() {
+    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    r.account_event("delivered-old");
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    r.clock.advance(Duration::from_secs(2 * 86400));
+    r.account_event("delivered-recent");
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    r.receiver.set(Mode::Status(410));
+    // A failed delivery (8 attempts) finishing at about the same time.
+    r.account_event("failed");
+    for _ in 0..8 {
+        r.deliverer.deliver_pass(&r.config).await.unwrap();
+        r.clock.advance(Duration::from_secs(11 * 3600));
+    }
+    let count = |status: &str| {
+        r.store
+            .list_deliveries(&DeliveryFilter {
+                status: Some(status.into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap()
+            .len()
+    };
+    assert_eq!((count("delivered"), count("failed")), (2, 1));
+    // 7.5 days after the first delivery: only the oldest delivered one goes.
+    r.clock.set(t0() + chrono::Duration::hours(7 * 24 + 12));
+    let retention = r.config.daemon.retention;
+    let mut total = 0;
+    loop {
+        let p = r.store.prune_batch(retention, r.clock.now(), 1).unwrap();
+        if p.deliveries == 0 && p.events == 0 {
+            break;
+        }
+        total += p.deliveries;
+    }
+    assert_eq!(total, 1);
+    assert_eq!((count("delivered"), count("failed")), (1, 1));
+    // 40 days on, the failed one (30 d retention) goes too, with its attempts.
+    r.clock.set(t0() + chrono::Duration::days(40));
+    while r
+        .store
+        .prune_batch(retention, r.clock.now(), 500)
+        .unwrap()
+        .deliveries
+        > 0
+    {}
+    assert_eq!((count("delivered"), count("failed")), (0, 0));
+    let db = rusqlite::Connection::open(r.store.path()).unwrap();
+    let attempts: i64 = db
+        .query_row("SELECT COUNT(*) FROM attempts", [], |x| x.get(0))
+        .unwrap();
+    assert_eq!(attempts, 0);
+}
+
+#[tokio::test]
+async fn a_hung_receiver_times_out_and_a_redirect_is_a_failure_not_followed() {
+    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    r.receiver.set(Mode::Hang);
+    r.account_event("acme");
+    let started = std::time::Instant::now();
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "timeout = 1s must cut the attempt"
+    );
+    let d = r.only_delivery();
+    let (_, _, attempts) = r.store.delivery(&d.id).unwrap().unwrap();
+    assert_eq!(attempts[0].error_kind.as_deref(), Some("timeout"));
+    assert!(
+        !attempts[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("tok-value-31337")
+    );
+    assert_eq!(d.status, "pending");
+
+    r.receiver.set(Mode::Redirect);
+    r.clock.advance(Duration::from_secs(60));
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    let (row, _, attempts) = r.store.delivery(&d.id).unwrap().unwrap();
+    assert_eq!(attempts[1].status_code, Some(301));
+    assert_eq!(attempts[1].error_kind.as_deref(), Some("redirect"));
+    assert_eq!(row.status, "pending");
+    assert_eq!(
+        r.receiver.0.lock().unwrap().redirect_hits,
+        0,
+        "redirects are not followed"
+    );
+}
