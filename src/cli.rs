@@ -315,6 +315,7 @@ pub fn describe_plan(config: &Config) -> String {
 async fn run(path: PathBuf) -> Result<ExitCode, Failure> {
     let config = config::load(&path)?;
     logging::init(config.daemon.log_format, Target::Stdout, "info");
+    let _lock = crate::store::StateLock::acquire(&config.daemon.state_dir)?;
     let store = Store::open(&config.daemon.state_dir)?;
     let engine = Engine::new(store, &config, Arc::new(SystemClock));
     daemon::run(
@@ -372,6 +373,7 @@ async fn sync(
             "--resource {r:?}: no selected account polls this resource"
         )));
     }
+    let _lock = crate::store::StateLock::acquire(&config.daemon.state_dir)?;
     let store = Store::open(&config.daemon.state_dir)?;
     let engine = Engine::new(store, &config, Arc::new(SystemClock));
     engine.reconcile_accounts(&config).await?;

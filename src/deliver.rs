@@ -270,7 +270,7 @@ impl Deliverer {
                  Fix the receiver, then run `synthd webhook resume {}` or change the webhook in the config and reload",
                 webhook.id);
         }
-        let status = result.record.status_code.unwrap_or(0);
+        let status = result.record.status_code;
         let duration_ms = result.record.duration_ms;
         let url = redact_url(&webhook.url);
         match step {

@@ -10,7 +10,9 @@ pub fn redact_url(url: &Url) -> String {
     if shown.password().is_some() {
         let _ = shown.set_password(Some("***"));
     }
-    if shown.query().is_some() {
+    if shown.query() == Some("") {
+        shown.set_query(None);
+    } else if shown.query().is_some() {
         let pairs: Vec<String> = url.query_pairs().map(|(k, _)| format!("{k}=***")).collect();
         if pairs.is_empty() {
             shown.set_query(Some("***"));
@@ -53,6 +55,8 @@ mod tests {
         let u = Url::parse("https://user:pw@h.example/hook?token=s3cret&x=1#frag").unwrap();
         let shown = redact_url(&u);
         assert_eq!(shown, "https://user:***@h.example/hook?token=***&x=***");
+        let bare = Url::parse("http://h.example/v1/e?").unwrap();
+        assert_eq!(redact_url(&bare), "http://h.example/v1/e");
     }
 
     #[test]

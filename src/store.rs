@@ -147,8 +147,69 @@ pub enum StoreError {
     Corrupt { path: PathBuf, detail: String },
     #[error("database {path} is read-only; make {dir} writable by the synthd user")]
     ReadOnly { path: PathBuf, dir: PathBuf },
+    #[error(
+        "another synthd (pid {pid}) is running on state directory {dir}; stop it first, or give this one its own daemon.state_dir"
+    )]
+    InUse { dir: PathBuf, pid: String },
     #[error("database {path}: {detail}")]
     Sqlite { path: PathBuf, detail: String },
+}
+
+/// An exclusive lock on a state directory, held for the life of a `run` or
+/// `sync` so two of them never poll and deliver from one database at once.
+/// The kernel drops it when the process exits, even on kill -9.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+impl StateLock {
+    /// Takes `<state_dir>/synthd.lock` without waiting.
+    pub fn acquire(state_dir: &Path) -> Result<StateLock, StoreError> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        ensure_dir(state_dir)?;
+        let path = state_dir.join("synthd.lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(StoreError::InUse {
+                dir: state_dir.to_path_buf(),
+                pid: holder.trim().to_string(),
+            });
+        }
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = writeln!(file, "{}", std::process::id());
+        Ok(StateLock { _file: file })
+    }
+}
+
+fn ensure_dir(state_dir: &Path) -> Result<(), StoreError> {
+    if state_dir.exists() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(|source| StoreError::StateDir {
+            path: state_dir.to_path_buf(),
+            source,
+        })
 }
 
 /// Handle to the database. Cheap to clone; a single connection behind a
@@ -171,16 +232,7 @@ pub fn from_ms(v: i64) -> DateTime<Utc> {
 impl Store {
     /// Opens (creating if needed) `<state_dir>/synthd.db` and migrates it.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
-        if !state_dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(state_dir)
-                .map_err(|source| StoreError::StateDir {
-                    path: state_dir.to_path_buf(),
-                    source,
-                })?;
-        }
+        ensure_dir(state_dir)?;
         let path = state_dir.join("synthd.db");
         // Create the file ourselves so it is 0600 from the first byte; SQLite
         // gives the -wal and -shm files the same mode.
