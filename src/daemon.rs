@@ -127,6 +127,14 @@ pub async fn run(
         config_rx.clone(),
         shutdown_rx.clone(),
     ));
+    if let Some(addr) = config.daemon.listen {
+        let (store, shutdown) = (engine.ctx.store.clone(), shutdown_rx.clone());
+        tasks.spawn(async move {
+            if let Err(e) = crate::http::serve(addr, store, shutdown).await {
+                tracing::error!(listen = %addr, error = %e, "cannot serve /healthz and /metrics; polling and delivery continue");
+            }
+        });
+    }
     tasks.spawn(retention_loop(
         engine.clone(),
         config_rx.clone(),

@@ -19,7 +19,8 @@
 //!   deliveries, each page committed in one transaction;
 //! - [`events`]: event bodies and which webhooks receive them;
 //! - [`deliver`]: the outbox worker, with [`signing`] beside it;
-//! - [`daemon`] and [`cli`]: wiring, signals, exit codes; [`demo`] runs the
+//! - [`daemon`] and [`cli`]: wiring, signals, exit codes; [`http`] serves
+//!   `/healthz` and `/metrics`; [`demo`] runs the
 //!   whole pipeline against embedded loopback servers.
 //!
 //! See ARCHITECTURE.md for the map, and `../shared/SPEC.md` for the contract.
@@ -32,6 +33,7 @@ pub mod deliver;
 pub mod demo;
 pub mod detect;
 pub mod events;
+pub mod http;
 pub mod logging;
 pub mod poll;
 pub mod provider;

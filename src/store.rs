@@ -685,6 +685,30 @@ impl Store {
         Ok(counts)
     }
 
+    /// (resources whose last poll succeeded, resources whose last poll failed).
+    pub fn poll_health(&self) -> Result<(u64, u64), StoreError> {
+        self.lock()
+            .query_row(
+                "SELECT COALESCE(SUM(consecutive_failures = 0), 0), COALESCE(SUM(consecutive_failures > 0), 0)
+                 FROM poll_state",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// When the oldest still-pending delivery was created.
+    pub fn oldest_pending_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.lock()
+            .query_row(
+                "SELECT MIN(created_at) FROM deliveries WHERE status = 'pending'",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|v| v.map(from_ms))
+            .map_err(|e| self.err(e))
+    }
+
     pub fn poll_status(&self) -> Result<Vec<PollStatus>, StoreError> {
         let conn = self.lock();
         let mut st = conn
