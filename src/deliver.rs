@@ -304,16 +304,26 @@ impl Deliverer {
             .map(|w| w.id.clone())
             .collect();
         let now = self.clock.now();
+        // One bounded query per webhook, so a dead webhook's backlog can
+        // never crowd the others out of the batch. At most
+        // PER_WEBHOOK_CONCURRENCY of a webhook's rows are in flight, so twice
+        // that always leaves enough fresh candidates.
         let due = self
             .store
             .blocking(move |s| {
                 let paused = s.paused_webhooks()?;
-                let ids: Vec<&str> = enabled
+                let mut due = Vec::new();
+                for id in enabled
                     .iter()
-                    .map(String::as_str)
-                    .filter(|id| !paused.iter().any(|(p, _)| p == id))
-                    .collect();
-                s.due_deliveries(&ids, now, 500)
+                    .filter(|id| !paused.iter().any(|(p, _)| &p == id))
+                {
+                    due.extend(s.due_deliveries(
+                        &[id.as_str()],
+                        now,
+                        2 * PER_WEBHOOK_CONCURRENCY,
+                    )?);
+                }
+                Ok::<_, StoreError>(due)
             })
             .await?;
         let mut tasks = Vec::new();

@@ -685,3 +685,63 @@ async fn a_hung_receiver_times_out_and_a_redirect_is_a_failure_not_followed() {
         "redirects are not followed"
     );
 }
+
+#[tokio::test]
+async fn a_dead_webhooks_backlog_never_holds_up_a_healthy_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dead, dead_url) = start_receiver().await;
+    let (healthy, healthy_url) = start_receiver().await;
+    dead.set(Mode::Hang);
+    let extra = format!(
+        "[[webhooks]]\nid = \"healthy\"\nurl = \"{healthy_url}\"\nevents = [\"*\"]\naccounts = [\"acme\"]\nsecret = \"{SECRET_NEW}\"\n"
+    );
+    let config = Arc::new(make_config(
+        dir.path(),
+        &dead_url,
+        &format!("secret = \"{SECRET_NEW}\""),
+        &extra,
+    ));
+    let store = Store::open(dir.path()).unwrap();
+    let clock = ManualClock::new(t0());
+    let deliverer = Deliverer::new(store.clone(), Arc::new(clock.clone()));
+    // 600 events only the dead webhook wants, queued before the healthy one's.
+    let mut accounts: Vec<AccountFingerprint> = (0..600)
+        .map(|i| AccountFingerprint {
+            id: format!("a{i}"),
+            provider: "p".into(),
+            fingerprint: "x".into(),
+        })
+        .collect();
+    store
+        .reconcile_accounts(&accounts, &config.webhooks, clock.now())
+        .unwrap();
+    accounts.push(AccountFingerprint {
+        id: "acme".into(),
+        provider: "p".into(),
+        fingerprint: "x".into(),
+    });
+    store
+        .reconcile_accounts(&accounts, &config.webhooks, clock.now())
+        .unwrap();
+
+    let tasks = deliverer
+        .dispatch_due(&config, &std::collections::HashSet::new())
+        .await
+        .unwrap();
+    // The dead webhook gets its 4 concurrent slots; the healthy one is
+    // dispatched in the same round.
+    assert_eq!(tasks.len(), deliver::PER_WEBHOOK_CONCURRENCY + 1);
+    let started = std::time::Instant::now();
+    while healthy.requests().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "healthy webhook waited on the dead one"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(healthy.requests()[0].json()["data"]["account_id"], "acme");
+    for (_, t) in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(dead.requests().len(), deliver::PER_WEBHOOK_CONCURRENCY);
+}
