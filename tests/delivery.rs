@@ -745,3 +745,155 @@ async fn a_dead_webhooks_backlog_never_holds_up_a_healthy_one() {
     }
     assert_eq!(dead.requests().len(), deliver::PER_WEBHOOK_CONCURRENCY);
 }
+
+fn synthd(cfg: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = assert_cmd::Command::new(assert_cmd::cargo::cargo_bin!("synthd"))
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+// Multi-threaded: the test blocks on child processes while the in-process
+// receiver must keep answering them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_commands_work_on_a_real_run_and_never_show_the_token() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let provider = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/employees"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!([{"id": 1, "n": "Quillon-Marsh"}])),
+        )
+        .mount(&provider)
+        .await;
+    let (receiver, url) = start_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("synthd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[daemon]
+state_dir = "{state}"
+[providers.p]
+base_url = "{provider}/v1"
+[providers.p.resources.hris_employees]
+path = "/employees"
+[[accounts]]
+id = "acme"
+provider = "p"
+[[webhooks]]
+id = "hr"
+url = "{url}"
+events = ["*"]
+secret = "{SECRET_NEW}"
+"#,
+            state = dir.path().join("state").display(),
+            provider = provider.uri()
+        ),
+    )
+    .unwrap();
+    let mut outputs = String::new();
+    let mut run = |args: &[&str]| {
+        let (code, out, err) = synthd(&cfg, args);
+        outputs.push_str(&out);
+        outputs.push_str(&err);
+        (code, out, err)
+    };
+
+    receiver.set(Mode::Status(500));
+    let (code, out, _) = run(&["sync"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("deliveries: 1 attempted, 0 delivered, 1 to retry, 0 failed"),
+        "{out}"
+    );
+
+    let (code, out, _) = run(&["deliveries"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("account.created") && out.contains("pending") && out.contains("500"),
+        "{out}"
+    );
+    let (_, json, _) = run(&["deliveries", "--json", "--status", "pending"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(rows.len(), 1);
+    let delivery_id = rows[0]["id"].as_str().unwrap().to_string();
+    let event_id = rows[0]["event_id"].as_str().unwrap().to_string();
+
+    let (code, out, _) = run(&["deliveries", "show", &delivery_id]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!("\"id\":\"{event_id}\"")),
+        "the exact payload is shown: {out}"
+    );
+    assert!(
+        out.contains("#1") && out.contains("HTTP 500") && out.contains("response: nope"),
+        "{out}"
+    );
+    assert!(out.contains("?token=***"), "{out}");
+    let (code, _, err) = run(&["deliveries", "show", "dlv_nope"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no delivery"), "{err}");
+
+    // Replay an event: a second delivery row with the same event id.
+    let (code, out, _) = run(&["replay", &event_id]);
+    assert_eq!(code, 0);
+    assert!(out.contains("queued 1 deliveries"), "{out}");
+    let (_, json, _) = run(&["deliveries", "--json", "--event", &event_id]);
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&json)
+            .unwrap()
+            .len(),
+        2
+    );
+    let (code, out, _) = run(&[
+        "replay",
+        "--since",
+        "2000-01-01T00:00:00Z",
+        "--status",
+        "failed",
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("queued 0 deliveries") || out.contains("nothing matched"),
+        "{out}"
+    );
+
+    // Test sends: one now, the next refused even from another process.
+    receiver.set(Mode::Ok);
+    let (code, out, _) = run(&["webhook", "test", "hr"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("HTTP 200 in"), "{out}");
+    let (code, _, err) = run(&["webhook", "test", "hr"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("less than 10s ago"), "{err}");
+    let (code, _, err) = run(&["webhook", "test", "nope"]);
+    assert_eq!(code, 2, "{err}");
+    let tests = receiver
+        .requests()
+        .iter()
+        .filter(|q| q.json()["type"] == "webhook.test")
+        .count();
+    assert_eq!(tests, 1);
+
+    let (code, out, _) = run(&["webhook", "resume", "hr"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("was not paused"), "{out}");
+    let (code, out, _) = run(&["status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("acme/hris_employees: 1 records"), "{out}");
+
+    for secret in ["tok-value-31337", SECRET_NEW, "Quillon-Marsh"] {
+        assert!(!outputs.contains(secret), "{secret} shown in CLI output");
+    }
+}
