@@ -54,6 +54,18 @@ impl Engine {
     /// Emits account.created / updated / deleted for config changes, and
     /// resumes paused webhooks whose config changed.
     pub async fn reconcile_accounts(&self, config: &Arc<Config>) -> Result<(), StoreError> {
+        let scheme = self.ctx.hasher.scheme();
+        if self
+            .ctx
+            .store
+            .blocking(move |s| s.ensure_hash_scheme(&scheme))
+            .await?
+        {
+            tracing::warn!(
+                "daemon.hash_key_file changed, so every stored hash is stale: the next complete scan of each \
+                 resource re-records hashes silently (changes made since the last poll are not announced)"
+            );
+        }
         let fingerprints: Vec<AccountFingerprint> = config
             .accounts
             .iter()

@@ -30,6 +30,22 @@ impl Hasher {
         }
     }
 
+    /// Names the hash function without revealing the key: `sha256`, or
+    /// `hmac-sha256:` and a short digest of the key.
+    pub fn scheme(&self) -> String {
+        match &self.key {
+            None => "sha256".into(),
+            Some(k) => {
+                let id = Sha256::new()
+                    .chain_update(b"synthd hash key id\0")
+                    .chain_update(k)
+                    .finalize();
+                let hex: String = id[..8].iter().map(|b| format!("{b:02x}")).collect();
+                format!("hmac-sha256:{hex}")
+            }
+        }
+    }
+
     pub fn hash(&self, value: &Value) -> Hash {
         let canonical = canonical_json(value);
         match &self.key {
@@ -230,6 +246,14 @@ mod tests {
         ] {
             assert_ne!(h(&base), h(&changed), "{changed}");
         }
+    }
+
+    #[test]
+    fn scheme_names_the_key_without_revealing_it() {
+        assert_eq!(Hasher::new(None).scheme(), "sha256");
+        let a = Hasher::new(Some(b"0123456789abcdef")).scheme();
+        assert!(a.starts_with("hmac-sha256:") && !a.contains("0123456789abcdef"));
+        assert_ne!(a, Hasher::new(Some(b"0123456789abcdeX")).scheme());
     }
 
     #[test]

@@ -107,6 +107,10 @@ CREATE TABLE webhook_state (
     last_test_at  INTEGER
 );
 CREATE INDEX deliveries_retention ON deliveries (status, updated_at);
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 "#,
 ];
 
@@ -388,6 +392,39 @@ impl Store {
         }
         tx.commit().map_err(|e| self.err(e))?;
         Ok(emitted)
+    }
+
+    /// Records which hash function produced the stored hashes. When it
+    /// changes (a `hash_key_file` added, removed or replaced), every stored
+    /// hash is stale: rather than announce every record as updated, the next
+    /// complete scan of each resource becomes a silent baseline again.
+    /// Returns true when that happened.
+    pub fn ensure_hash_scheme(&self, scheme: &str) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let old: Option<String> = tx
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'hash_scheme'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let changed = old.as_deref().is_some_and(|o| o != scheme);
+        if changed {
+            tx.execute("UPDATE poll_state SET baseline_done = 0", [])
+                .map_err(|e| self.err(e))?;
+        }
+        if old.as_deref() != Some(scheme) {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('hash_scheme', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = ?1",
+                [scheme],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(changed)
     }
 
     // -----------------------------------------------------------------------
@@ -955,4 +992,107 @@ pub struct PollStatus {
     pub last_success_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub consecutive_failures: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digests(ids: std::ops::Range<u32>, version: u8) -> Vec<RecordDigest> {
+        ids.map(|i| RecordDigest {
+            id: i.to_string(),
+            hash: [version; 32],
+        })
+        .collect()
+    }
+
+    /// One complete scan; returns what it did.
+    fn scan(store: &Store, records: &[RecordDigest]) -> (PageCounts, ScanEnd) {
+        let now = Utc::now();
+        let s = store.begin_scan("a", "r", now).unwrap();
+        let emit = s.baseline_done;
+        let counts = store.apply_page(&s, records, emit, &[], now).unwrap();
+        (counts, store.finish_scan(&s, true, emit, &[], now).unwrap())
+    }
+
+    fn event_types(store: &Store) -> Vec<String> {
+        let conn = store.lock();
+        let mut st = conn
+            .prepare("SELECT type FROM events ORDER BY seq")
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn baseline_is_silent_then_changes_become_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        scan(&store, &digests(0..5, 1));
+        assert!(event_types(&store).is_empty());
+        let mut next = digests(1..5, 1);
+        next[0].hash = [2; 32];
+        next.push(RecordDigest {
+            id: "9".into(),
+            hash: [1; 32],
+        });
+        let (counts, end) = scan(&store, &next);
+        assert_eq!((counts.created, counts.updated, end.deleted), (1, 1, 1));
+        assert_eq!(
+            event_types(&store),
+            vec!["r.updated", "r.created", "r.deleted"]
+        );
+    }
+
+    #[test]
+    fn mass_deletion_waits_for_a_second_consecutive_complete_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        scan(&store, &digests(0..40, 1));
+        // 30 of 40 vanish: held.
+        let (_, end) = scan(&store, &digests(0..10, 1));
+        assert_eq!((end.deleted, end.held), (0, 30));
+        // A failed scan in between resets the hold.
+        let s = store.begin_scan("a", "r", Utc::now()).unwrap();
+        store.fail_scan(&s, "boom", Utc::now()).unwrap();
+        let (_, end) = scan(&store, &digests(0..10, 1));
+        assert_eq!((end.deleted, end.held), (0, 30));
+        // The next consecutive complete scan confirms.
+        let (_, end) = scan(&store, &digests(0..10, 1));
+        assert_eq!((end.deleted, end.held), (30, 0));
+        assert_eq!(event_types(&store).len(), 30);
+    }
+
+    #[test]
+    fn a_new_hash_scheme_rebaselines_silently() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(!store.ensure_hash_scheme("sha256").unwrap());
+        scan(&store, &digests(0..5, 1));
+        assert!(!store.ensure_hash_scheme("sha256").unwrap());
+        assert!(store.ensure_hash_scheme("hmac-sha256:abcd").unwrap());
+        // Every hash differs under the new key: no update storm.
+        let (counts, _) = scan(&store, &digests(0..5, 7));
+        assert_eq!(counts.updated, 5);
+        assert!(event_types(&store).is_empty());
+        // After the re-baseline, changes are announced again.
+        scan(&store, &digests(0..5, 8));
+        assert_eq!(event_types(&store).len(), 5);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join("synthd.db")).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = Store::open(dir.path()).err().unwrap();
+        assert!(
+            matches!(err, StoreError::NewerSchema { found: 99, .. }),
+            "{err}"
+        );
+    }
 }
