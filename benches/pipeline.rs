@@ -66,7 +66,9 @@ fn bench_store(c: &mut Criterion) {
     // A store already tracking 100 pages (100k records) of this resource.
     let scan = store.begin_scan("acct", "hris_employees", now).unwrap();
     for p in 0..100 {
-        store.apply_page(&scan, &digests(p * PAGE, 1), false, &[], now).unwrap();
+        store
+            .apply_page(&scan, &digests(p * PAGE, 1), false, &[], now)
+            .unwrap();
     }
     store.finish_scan(&scan, true, false, &[], now).unwrap();
 
