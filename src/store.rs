@@ -107,6 +107,7 @@ CREATE TABLE webhook_state (
     last_test_at  INTEGER
 );
 CREATE INDEX deliveries_retention ON deliveries (status, updated_at);
+CREATE INDEX events_created ON events (created_at);
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
