@@ -282,10 +282,17 @@ pub fn describe_plan(config: &Config) -> String {
         );
         for r in &a.resources {
             let res = &provider.resources[r];
-            let mode = if res.updated_since.is_some() {
-                "incremental + daily full scan"
-            } else {
-                "full scan"
+            let mode = match &res.updated_since {
+                Some(us) => {
+                    let secs = us.full_scan_every.as_secs();
+                    let every = if secs % 3600 == 0 {
+                        format!("{}h", secs / 3600)
+                    } else {
+                        format!("{}m", secs / 60)
+                    };
+                    format!("incremental + full scan every {every}")
+                }
+                None => "full scan".to_string(),
             };
             let _ = writeln!(out, "    {r}: GET {} ({mode})", res.path);
         }

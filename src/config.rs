@@ -39,10 +39,27 @@ pub struct ConfigError {
 impl ConfigError {
     fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
-            path: path.into(),
-            message: message.into(),
+            path: escape_controls(path.into()),
+            message: escape_controls(message.into()),
         }
     }
+}
+
+/// Keys and values quoted in an error (a path, a cron expression) may hold
+/// newlines; an error stays one line.
+fn escape_controls(s: String) -> String {
+    if !s.contains(char::is_control) {
+        return s;
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// A secret value. Exists so that secrets cannot be printed by accident:
@@ -109,7 +126,14 @@ pub struct Provider {
     pub base_url: Url,
     pub auth: Auth,
     pub rate_limit: Option<RateLimit>,
+    /// Per request, including reading the body.
     pub timeout: Duration,
+    /// Retries of a request after a transient failure (5xx, 408, 429, a
+    /// timeout, a broken connection) before the poll fails.
+    pub retries: u32,
+    /// The first retry waits this long, each further one twice as long
+    /// (±25 % jitter); a longer `Retry-After` wins.
+    pub retry_backoff: Duration,
     pub max_pages: u64,
     pub max_page_bytes: u64,
     pub resources: BTreeMap<String, Resource>,
@@ -179,27 +203,32 @@ pub struct RateLimit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Auth {
     None,
-    Bearer {
-        token: Secret,
-    },
-    Basic {
-        username: String,
-        password: Secret,
-    },
-    Header {
-        name: String,
-        value: Secret,
-    },
-    Query {
-        name: String,
-        value: Secret,
-    },
-    OAuth2 {
-        token_url: Url,
-        client_id: String,
-        client_secret: Secret,
-        scope: Option<String>,
-    },
+    Bearer { token: Secret },
+    Basic { username: String, password: Secret },
+    Header { name: String, value: Secret },
+    Query { name: String, value: Secret },
+    OAuth2(OAuth2),
+}
+
+/// OAuth2 client credentials (RFC 6749 §4.4): a token is fetched from
+/// `token_url` and sent as a bearer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuth2 {
+    pub token_url: Url,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scope: Option<String>,
+    pub client_auth: ClientAuth,
+}
+
+/// How an OAuth2 client authenticates to the token endpoint (RFC 6749
+/// §2.3.1): form fields in the body, or HTTP Basic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    Body,
+    Basic,
 }
 
 /// A linked account: one tenant of a provider.
@@ -371,13 +400,16 @@ fn figment_error(err: figment::Error) -> ConfigError {
         .next()
         .expect("figment errors are non-empty");
     let path = display_path(&err.path);
-    let mut message = err.kind.to_string();
+    let mut message = one_line(&err.kind.to_string());
     if let figment::error::Kind::UnknownField(field, _) = &err.kind {
         message = format!(
             "unknown key `{field}` (check the spelling against config/synthd.example.toml)"
         );
         let mut full = err.path.clone();
-        full.push(field.clone());
+        // figment already ends the path with the unknown field.
+        if full.last() != Some(field) {
+            full.push(field.clone());
+        }
         return ConfigError::new(display_path(&full), message);
     }
     if let Some(meta) = &err.metadata
@@ -393,6 +425,23 @@ fn figment_error(err: figment::Error) -> ConfigError {
         },
         message,
     )
+}
+
+/// The TOML parser's message spans lines: the position, the offending line
+/// of the file (which may hold an inline secret) with a caret under it, and
+/// the reason. Errors are one line and never echo the file: keep the
+/// position and the reason.
+fn one_line(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    match lines.as_slice() {
+        [] => message.trim().to_string(),
+        [only] => only.to_string(),
+        [first, .., last] => format!("{first}: {last}"),
+    }
 }
 
 /// `["accounts", "2", "interval"]` → `accounts[2].interval`.
@@ -461,10 +510,20 @@ struct RawProvider {
     headers: BTreeMap<String, String>,
     rate_limit: Option<String>,
     timeout: Option<String>,
+    retries: Option<i64>,
+    retry_backoff: Option<String>,
     max_pages: Option<i64>,
-    max_page_bytes: Option<i64>,
+    max_page_bytes: Option<RawBytes>,
     #[serde(default)]
     resources: BTreeMap<String, RawResource>,
+}
+
+/// A byte size: a number, or a string such as "64MiB".
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawBytes {
+    Number(i64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -523,11 +582,13 @@ enum RawPagination {
         cursor_param: String,
         next: String,
     },
-    Link,
+    // Braces, not unit variants, so that deny_unknown_fields rejects
+    // `{ type = "link", next = "…" }` instead of ignoring `next`.
+    Link {},
     NextUrl {
         next: String,
     },
-    None,
+    None {},
 }
 
 fn default_page_param() -> String {
@@ -555,7 +616,7 @@ fn default_cursor_param() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum RawAuth {
-    None,
+    None {},
     Bearer {
         token: Option<String>,
         token_env: Option<String>,
@@ -586,6 +647,8 @@ enum RawAuth {
         client_secret_env: Option<String>,
         client_secret_file: Option<PathBuf>,
         scope: Option<String>,
+        #[serde(default)]
+        client_auth: ClientAuth,
     },
 }
 
@@ -636,6 +699,10 @@ fn yes() -> bool {
 pub const MIN_INTERVAL: Duration = Duration::from_secs(5 * 60);
 pub const MAX_INTERVAL: Duration = Duration::from_secs(60 * 60);
 const DEFAULT_INTERVAL: Duration = MAX_INTERVAL;
+const MAX_FULL_SCAN_EVERY: Duration = Duration::from_secs(7 * 86400);
+const DEFAULT_MAX_PAGE_BYTES: u64 = 64 << 20;
+const MIN_MAX_PAGE_BYTES: u64 = 1 << 10;
+const MAX_MAX_PAGE_BYTES: u64 = 1 << 30;
 
 fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> {
     let daemon = validate_daemon(raw.daemon, base_dir)?;
@@ -782,12 +849,35 @@ fn validate_provider(
             format!("{} is outside 1s..=5m", humantime::format_duration(timeout)),
         ));
     }
-    let max_pages = positive(&format!("{path}.max_pages"), raw.max_pages, 100_000)?;
-    let max_page_bytes = positive(
-        &format!("{path}.max_page_bytes"),
-        raw.max_page_bytes,
-        64 << 20,
+    let retries = match raw.retries {
+        None => 3,
+        Some(n) if (0..=10).contains(&n) => n as u32,
+        Some(n) => {
+            return Err(ConfigError::new(
+                format!("{path}.retries"),
+                format!("{n} is outside 0..=10"),
+            ));
+        }
+    };
+    let retry_backoff = duration_or(
+        &format!("{path}.retry_backoff"),
+        raw.retry_backoff,
+        Duration::from_millis(500),
     )?;
+    if retry_backoff.is_zero() || retry_backoff > Duration::from_secs(60) {
+        return Err(ConfigError::new(
+            format!("{path}.retry_backoff"),
+            format!(
+                "{} is outside 1ms..=1m",
+                humantime::format_duration(retry_backoff)
+            ),
+        ));
+    }
+    let max_pages = positive(&format!("{path}.max_pages"), raw.max_pages, 100_000)?;
+    let max_page_bytes = match raw.max_page_bytes {
+        None => DEFAULT_MAX_PAGE_BYTES,
+        Some(b) => page_bytes(&format!("{path}.max_page_bytes"), b)?,
+    };
     if raw.resources.is_empty() {
         return Err(ConfigError::new(
             format!("{path}.resources"),
@@ -810,6 +900,15 @@ fn validate_provider(
                 format!("{:?} must start with / (relative to base_url)", r.path),
             ));
         }
+        if r.path.starts_with('/') && r.path.contains(['?', '#']) {
+            return Err(ConfigError::new(
+                format!("{rpath}.path"),
+                format!(
+                    "{:?} has a query; put its parameters in query = {{ … }}",
+                    r.path
+                ),
+            ));
+        }
         let pagination = match r.pagination {
             None => default_pagination.clone(),
             Some(p) => validate_pagination(&format!("{rpath}.pagination"), p)?,
@@ -822,10 +921,16 @@ fn validate_provider(
             None => id.clone(),
             Some(p) => pointer(&format!("{rpath}.id"), p)?,
         };
-        let mut rq = query.clone();
-        rq.extend(pairs(&format!("{rpath}.query"), r.query, false)?);
-        let mut rh = headers.clone();
-        rh.extend(pairs(&format!("{rpath}.headers"), r.headers, true)?);
+        let rq = overlay(
+            &query,
+            pairs(&format!("{rpath}.query"), r.query, false)?,
+            false,
+        );
+        let rh = overlay(
+            &headers,
+            pairs(&format!("{rpath}.headers"), r.headers, true)?,
+            true,
+        );
         let mut ignore = Vec::new();
         for (i, p) in r.ignore.into_iter().enumerate() {
             let p = pointer(&format!("{rpath}.ignore[{i}]"), p)?;
@@ -847,19 +952,39 @@ fn validate_provider(
                         "must not be empty",
                     ));
                 }
+                let lookback = duration_or(
+                    &format!("{upath}.lookback"),
+                    u.lookback,
+                    Duration::from_secs(300),
+                )?;
+                let full_scan_every = duration_or(
+                    &format!("{upath}.full_scan_every"),
+                    u.full_scan_every,
+                    Duration::from_secs(86400),
+                )?;
+                if full_scan_every < MIN_INTERVAL || full_scan_every > MAX_FULL_SCAN_EVERY {
+                    return Err(ConfigError::new(
+                        format!("{upath}.full_scan_every"),
+                        format!(
+                            "{} is outside 5m..=7d; deletions are only seen by a full scan",
+                            humantime::format_duration(full_scan_every)
+                        ),
+                    ));
+                }
+                if lookback > full_scan_every {
+                    return Err(ConfigError::new(
+                        format!("{upath}.lookback"),
+                        format!(
+                            "{} is longer than full_scan_every",
+                            humantime::format_duration(lookback)
+                        ),
+                    ));
+                }
                 Some(UpdatedSince {
                     param: u.param,
                     format: u.format,
-                    lookback: duration_or(
-                        &format!("{upath}.lookback"),
-                        u.lookback,
-                        Duration::from_secs(300),
-                    )?,
-                    full_scan_every: duration_or(
-                        &format!("{upath}.full_scan_every"),
-                        u.full_scan_every,
-                        Duration::from_secs(86400),
-                    )?,
+                    lookback,
+                    full_scan_every,
                 })
             }
         };
@@ -884,6 +1009,8 @@ fn validate_provider(
         auth,
         rate_limit,
         timeout,
+        retries,
+        retry_backoff,
         max_pages,
         max_page_bytes,
         resources,
@@ -934,17 +1061,17 @@ fn validate_pagination(path: &str, raw: RawPagination) -> Result<Pagination, Con
             cursor_param,
             next: pointer(&format!("{path}.next"), next)?,
         },
-        RawPagination::Link => Pagination::Link,
+        RawPagination::Link {} => Pagination::Link,
         RawPagination::NextUrl { next } => Pagination::NextUrl {
             next: pointer(&format!("{path}.next"), next)?,
         },
-        RawPagination::None => Pagination::None,
+        RawPagination::None {} => Pagination::None,
     })
 }
 
 fn validate_auth(path: &str, raw: RawAuth, base_dir: &Path) -> Result<Auth, ConfigError> {
     Ok(match raw {
-        RawAuth::None => Auth::None,
+        RawAuth::None {} => Auth::None,
         RawAuth::Bearer {
             token,
             token_env,
@@ -1009,9 +1136,17 @@ fn validate_auth(path: &str, raw: RawAuth, base_dir: &Path) -> Result<Auth, Conf
             client_secret_env,
             client_secret_file,
             scope,
-        } => Auth::OAuth2 {
+            client_auth,
+        } => Auth::OAuth2(OAuth2 {
             token_url: parse_url(&format!("{path}.token_url"), &token_url)?,
-            client_id,
+            client_id: if client_id.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{path}.client_id"),
+                    "must not be empty",
+                ));
+            } else {
+                client_id
+            },
             client_secret: resolve_secret(
                 path,
                 "client_secret",
@@ -1021,7 +1156,8 @@ fn validate_auth(path: &str, raw: RawAuth, base_dir: &Path) -> Result<Auth, Conf
                 base_dir,
             )?,
             scope,
-        },
+            client_auth,
+        }),
     })
 }
 
@@ -1168,6 +1304,14 @@ fn validate_webhook(
         }
     }
     if raw.secret.is_some() || raw.secret_env.is_some() || raw.secret_file.is_some() {
+        // Name the key the operator actually set.
+        let field = if raw.secret_env.is_some() {
+            "secret_env"
+        } else if raw.secret_file.is_some() {
+            "secret_file"
+        } else {
+            "secret"
+        };
         let s = resolve_secret(
             path,
             "secret",
@@ -1176,7 +1320,7 @@ fn validate_webhook(
             raw.secret_file,
             base_dir,
         )?;
-        secrets.push(decode_whsec(&secret_key_path(path, "secret"), &s)?);
+        secrets.push(decode_whsec(&secret_key_path(path, field), &s)?);
     }
     for (i, v) in raw.secrets.into_iter().flatten().enumerate() {
         let key = format!("{path}.secrets[{i}]");
@@ -1344,6 +1488,73 @@ fn pairs(
     Ok(out)
 }
 
+/// The provider's entries with the resource's laid over them: a key set in
+/// both takes the resource's value (header names compare case-insensitively).
+fn overlay(
+    base: &[(String, String)],
+    over: Vec<(String, String)>,
+    headers: bool,
+) -> Vec<(String, String)> {
+    let same = |a: &str, b: &str| {
+        if headers {
+            a.eq_ignore_ascii_case(b)
+        } else {
+            a == b
+        }
+    };
+    let mut out: Vec<(String, String)> = base
+        .iter()
+        .filter(|(k, _)| !over.iter().any(|(o, _)| same(k, o)))
+        .cloned()
+        .collect();
+    out.extend(over);
+    out
+}
+
+/// `67108864`, `"64MiB"`, `"512KiB"`, `"1GiB"` (also KB/MB/GB, as powers of
+/// 1000), within 1KiB..=1GiB.
+fn page_bytes(path: &str, raw: RawBytes) -> Result<u64, ConfigError> {
+    let bad = |shown: String| {
+        ConfigError::new(
+            path,
+            format!(
+                "{shown} is not a size in 1KiB..=1GiB (examples: 67108864, \"64MiB\", \"512KiB\")"
+            ),
+        )
+    };
+    let n = match &raw {
+        RawBytes::Number(n) => u64::try_from(*n).ok(),
+        RawBytes::Text(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (digits, unit) = s.split_at(split);
+            let scale: Option<u64> = match unit.trim() {
+                "" | "B" => Some(1),
+                "KiB" => Some(1 << 10),
+                "MiB" => Some(1 << 20),
+                "GiB" => Some(1 << 30),
+                "KB" | "kB" => Some(1_000),
+                "MB" => Some(1_000_000),
+                "GB" => Some(1_000_000_000),
+                _ => None,
+            };
+            digits
+                .parse::<u64>()
+                .ok()
+                .zip(scale)
+                .and_then(|(d, k)| d.checked_mul(k))
+        }
+    };
+    let shown = match raw {
+        RawBytes::Number(n) => n.to_string(),
+        RawBytes::Text(s) => format!("{s:?}"),
+    };
+    match n {
+        Some(n) if (MIN_MAX_PAGE_BYTES..=MAX_MAX_PAGE_BYTES).contains(&n) => Ok(n),
+        _ => Err(bad(shown)),
+    }
+}
+
 fn positive(path: &str, value: Option<i64>, default: u64) -> Result<u64, ConfigError> {
     match value {
         None => Ok(default),
@@ -1372,7 +1583,7 @@ fn parse_rate_limit(path: &str, s: &str) -> Result<RateLimit, ConfigError> {
     let bad = || {
         ConfigError::new(
             path,
-            format!("{s:?} is not a rate like \"10/s\", \"600/m\" or \"5000/h\""),
+            format!("{s:?} is not a rate like \"10/s\", \"600/m\", \"5000/h\" or \"50/10s\""),
         )
     };
     let (n, unit) = s.split_once('/').ok_or_else(bad)?;
@@ -1384,8 +1595,12 @@ fn parse_rate_limit(path: &str, s: &str) -> Result<RateLimit, ConfigError> {
         "s" => Duration::from_secs(1),
         "m" => Duration::from_secs(60),
         "h" => Duration::from_secs(3600),
-        _ => return Err(bad()),
+        // A window such as "10s" or "15m" for limits like "50/10s".
+        other => humantime::parse_duration(other).map_err(|_| bad())?,
     };
+    if per.is_zero() || per > Duration::from_secs(86400) {
+        return Err(bad());
+    }
     Ok(RateLimit { requests, per })
 }
 
@@ -1482,7 +1697,7 @@ fn read_secret_file(path: &str, file: &Path, base_dir: &Path) -> Result<Secret, 
     }
     let mut last_err = None;
     for c in &candidates {
-        match std::fs::read_to_string(c) {
+        match read_small_file(c) {
             Ok(v) if !v.trim().is_empty() => return Ok(Secret(v.trim().to_string())),
             Ok(_) => return Err(ConfigError::new(path, format!("{} is empty", c.display()))),
             Err(e) => last_err = Some((c.clone(), e)),
@@ -1493,6 +1708,26 @@ fn read_secret_file(path: &str, file: &Path, base_dir: &Path) -> Result<Secret, 
         path,
         format!("cannot read {}: {e}", c.display()),
     ))
+}
+
+/// A secret file is a small regular file: `/dev/zero`, a FIFO or a
+/// multi-gigabyte file named by mistake must fail, not hang or fill memory.
+fn read_small_file(file: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    const LIMIT: u64 = 64 * 1024;
+    if !std::fs::metadata(file)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    std::fs::File::open(file)?
+        .take(LIMIT + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > LIMIT {
+        return Err(std::io::Error::other(
+            "larger than 64 KiB, too big for a secret",
+        ));
+    }
+    Ok(text)
 }
 
 /// `whsec_<base64>` of 24–64 bytes → the raw key bytes (kept as a `Secret`
@@ -1561,17 +1796,12 @@ impl Account {
                 field(name);
                 field(value.expose());
             }
-            Auth::OAuth2 {
-                token_url,
-                client_id,
-                client_secret,
-                scope,
-            } => {
+            Auth::OAuth2(o) => {
                 field("oauth2");
-                field(token_url.as_str());
-                field(client_id);
-                field(client_secret.expose());
-                field(scope.as_deref().unwrap_or(""));
+                field(o.token_url.as_str());
+                field(&o.client_id);
+                field(o.client_secret.expose());
+                field(o.scope.as_deref().unwrap_or(""));
             }
         }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()

@@ -46,7 +46,8 @@ pub enum PollError {
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error(
-        "{invalid} records had no usable id (first: {first}); changes were applied, deletions skipped"
+        "{invalid} records had no usable id (first: {first}); check the resource's id pointer. \
+         Changes to the other records were applied; deletions were skipped"
     )]
     InvalidRecords { invalid: u64, first: String },
 }
@@ -98,14 +99,18 @@ pub async fn poll_account(
     outcomes
 }
 
-/// Whether this scan may be incremental, and from when.
+/// Whether this scan may be incremental, and from when: the start of the
+/// last successful poll minus the lookback (for clock skew and records the
+/// provider indexes late). A scan is complete instead when there is no
+/// baseline yet, when deletions are held and need a complete scan to
+/// confirm them, or when the last complete scan is `full_scan_every` old.
 fn incremental_since(
     resource: &Resource,
     scan: &ScanStart,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
     let us = resource.updated_since.as_ref()?;
-    if !scan.baseline_done {
+    if !scan.baseline_done || scan.held {
         return None;
     }
     let last_success = scan.last_success_started_at?;
@@ -157,7 +162,7 @@ pub async fn poll_resource(
     .await;
     if summary.duplicates > 0 {
         tracing::warn!(account = %account.id, resource = %resource.name, duplicates = summary.duplicates,
-            "provider returned the same record id more than once in one scan; later copies ignored");
+            "provider returned the same record id more than once in one scan: the listing shifted between pages, so records may have been skipped; later copies ignored and no deletions this scan");
     }
     let result = result.and_then(|()| match first_invalid.take() {
         Some(first) => Err(PollError::InvalidRecords {
@@ -170,7 +175,12 @@ pub async fn poll_resource(
     match result {
         Ok(()) => {
             let webhooks = config.clone();
-            let full = summary.full_scan;
+            // A record seen twice means the listing moved under the pager
+            // and another record may have been skipped: a scan like that
+            // must not delete. A baseline still completes (its deletions
+            // are silent), or a provider that always repeats an id would
+            // keep every later poll silent too.
+            let full = summary.full_scan && (summary.duplicates == 0 || !scan.baseline_done);
             let end = ctx
                 .store
                 .blocking(move |s| s.finish_scan(&scan, full, emit, &webhooks.webhooks, finished))
@@ -223,4 +233,74 @@ async fn apply_page(
             Ok((counts, invalid))
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Pagination, TimeFormat, UpdatedSince};
+
+    fn resource(updated_since: Option<UpdatedSince>) -> Resource {
+        Resource {
+            name: "hris_employees".into(),
+            path: "/employees".into(),
+            records: String::new(),
+            id: "/id".into(),
+            pagination: Pagination::None,
+            query: Vec::new(),
+            headers: Vec::new(),
+            ignore: Vec::new(),
+            updated_since,
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn scan(baseline_done: bool, held: bool) -> ScanStart {
+        ScanStart {
+            account_id: "a".into(),
+            resource: "hris_employees".into(),
+            scan: 3,
+            baseline_done,
+            held,
+            last_success_started_at: Some(at("2026-11-23T10:00:00Z")),
+            last_full_scan_at: Some(at("2026-11-23T00:00:00Z")),
+            started_at: at("2026-11-23T10:10:00Z"),
+        }
+    }
+
+    #[test]
+    fn incremental_only_between_full_scans() {
+        let us = UpdatedSince {
+            param: "updated_after".into(),
+            format: TimeFormat::Rfc3339,
+            lookback: Duration::from_secs(300),
+            full_scan_every: Duration::from_secs(86400),
+        };
+        let r = resource(Some(us));
+        let now = at("2026-11-23T10:10:00Z");
+        assert_eq!(
+            incremental_since(&r, &scan(true, false), now),
+            Some(at("2026-11-23T09:55:00Z")),
+            "last successful start minus the lookback"
+        );
+        assert_eq!(
+            incremental_since(&resource(None), &scan(true, false), now),
+            None
+        );
+        assert_eq!(
+            incremental_since(&r, &scan(false, false), now),
+            None,
+            "baseline"
+        );
+        assert_eq!(
+            incremental_since(&r, &scan(true, true), now),
+            None,
+            "held deletions"
+        );
+        let day_later = at("2026-11-24T00:00:00Z");
+        assert_eq!(incremental_since(&r, &scan(true, false), day_later), None);
+    }
 }
