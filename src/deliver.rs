@@ -35,6 +35,10 @@ pub const RETRY_SCHEDULE: [Duration; 7] = [
 /// the others.
 pub const PER_WEBHOOK_CONCURRENCY: usize = 4;
 
+/// How long a delivery whose attempt could not be recorded waits before it
+/// is sent again.
+const UNRECORDED_RETRY: Duration = Duration::from_secs(60);
+
 /// How much of a receiver's response body the attempt log keeps.
 const RESPONSE_BODY_LIMIT: usize = 1024;
 
@@ -219,6 +223,9 @@ pub struct Deliverer {
     clock: Arc<dyn Clock>,
     limits: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
     in_flight: Arc<Mutex<HashSet<String>>>,
+    /// Deliveries whose last attempt could not be recorded (a full or
+    /// read-only store), with when they may be sent again.
+    unrecorded: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
     /// Woken when an attempt finishes or new events are committed.
     pub wake: Arc<Notify>,
 }
@@ -231,6 +238,7 @@ impl Deliverer {
             clock,
             limits: Arc::default(),
             in_flight: Arc::default(),
+            unrecorded: Arc::default(),
             wake: Arc::new(Notify::new()),
         }
     }
@@ -304,6 +312,18 @@ impl Deliverer {
             .map(|w| w.id.clone())
             .collect();
         let now = self.clock.now();
+        // An attempt that finishes while the query below runs leaves a stale
+        // `pending` row in its result; taking only deliveries that were idle
+        // before the query keeps them from being sent twice.
+        let busy = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        self.unrecorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, until| *until > now);
         // One bounded query per webhook, so a dead webhook's backlog can
         // never crowd the others out of the batch. At most
         // PER_WEBHOOK_CONCURRENCY of a webhook's rows are in flight, so twice
@@ -328,7 +348,14 @@ impl Deliverer {
             .await?;
         let mut tasks = Vec::new();
         for d in due {
-            if skip.contains(&d.id) {
+            if skip.contains(&d.id)
+                || busy.contains(&d.id)
+                || self
+                    .unrecorded
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains_key(&d.id)
+            {
                 continue;
             }
             if !self
@@ -359,13 +386,19 @@ impl Deliverer {
             tasks.push((id, tokio::spawn(async move {
                 let step = this.attempt(&webhook, &d).await;
                 drop(permit);
+                if step.is_err() {
+                    // The store still says this delivery is due; without a
+                    // pause it would be sent again at once, in a loop.
+                    let until = this.clock.now() + chrono::Duration::from_std(UNRECORDED_RETRY).unwrap_or_default();
+                    this.unrecorded.lock().unwrap_or_else(|p| p.into_inner()).insert(d.id.clone(), until);
+                }
                 this.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&d.id);
                 this.wake.notify_one();
                 match step {
                     Ok(s) => Some(s),
                     Err(e) => {
                         tracing::error!(event_id = %d.event_id, webhook = %webhook.id, error = %e,
-                            "could not record a delivery attempt; it will be retried");
+                            "could not record a delivery attempt; it will be sent again in a minute");
                         None
                     }
                 }
@@ -380,20 +413,23 @@ impl Deliverer {
     pub async fn deliver_pass(&self, config: &Arc<Config>) -> Result<PassSummary, StoreError> {
         let mut summary = PassSummary::default();
         let mut attempted: HashSet<String> = HashSet::new();
+        // Dispatch again as each attempt ends, not per batch: a receiver that
+        // takes its whole timeout must not hold up the other webhooks.
+        let mut running = futures_util::stream::FuturesUnordered::new();
         loop {
-            let tasks = self.dispatch_due(config, &attempted).await?;
-            if tasks.is_empty() {
-                return Ok(summary);
-            }
-            for (id, task) in tasks {
+            for (id, task) in self.dispatch_due(config, &attempted).await? {
                 attempted.insert(id);
                 summary.attempted += 1;
-                match task.await.ok().flatten() {
-                    Some(NextStep::Delivered) => summary.delivered += 1,
-                    Some(NextStep::RetryAt(_)) => summary.retrying += 1,
-                    Some(NextStep::Failed) => summary.failed += 1,
-                    None => {}
-                }
+                running.push(task);
+            }
+            let Some(result) = futures_util::StreamExt::next(&mut running).await else {
+                return Ok(summary);
+            };
+            match result.ok().flatten() {
+                Some(NextStep::Delivered) => summary.delivered += 1,
+                Some(NextStep::RetryAt(_)) => summary.retrying += 1,
+                Some(NextStep::Failed) => summary.failed += 1,
+                None => {}
             }
         }
     }

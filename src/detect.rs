@@ -2,12 +2,15 @@
 //! id, and the rules that turn (stored hash, new hash) into created / updated
 //! / unchanged and a complete scan's missing ids into deletions.
 //!
-//! The canonical form is RFC 8785 (JCS, via `serde_jcs`): object keys sorted,
-//! no insignificant whitespace, strings with minimal escaping, and numbers in
-//! their ECMAScript shortest form, so `1`, `1.0` and `1e0` are all `1`, and
-//! `0.1e1` is `1`. Integers beyond 2^53 keep their exact digits when they fit
-//! in 64 bits (serde_json parses them as integers). Fields listed in
-//! `ignore` are removed before hashing.
+//! The canonical form is RFC 8785 (JCS, scalars via `serde_jcs`): object keys
+//! sorted by UTF-16 code units, no insignificant whitespace, strings with
+//! minimal escaping, and numbers in their ECMAScript shortest form, so `1`,
+//! `1.0` and `1e0` are all `1`, `0.1e1` is `1` and `-0` is `0`. One departure
+//! from JCS: an integer beyond 2^53 that fits in 64 bits keeps its exact
+//! digits instead of being rounded to a double, so an id or a nanosecond
+//! timestamp that changes by one is still a change (the same value written
+//! as a fraction, `9007199254740993.0`, is the double it parses to). Fields
+//! listed in `ignore` are removed before hashing.
 
 use hmac::{KeyInit, Mac};
 use serde_json::Value;
@@ -59,9 +62,51 @@ impl Hasher {
     }
 }
 
-/// RFC 8785 bytes of `value`.
+/// RFC 8785 bytes of `value`, with exact large integers (see the module doc).
 pub fn canonical_json(value: &Value) -> Vec<u8> {
-    serde_jcs::to_vec(value).expect("a serde_json::Value always serialises")
+    let mut out = Vec::with_capacity(256);
+    write_canonical(value, &mut out);
+    out
+}
+
+/// Integers up to this magnitude are exact as doubles; JCS rounds larger ones.
+const EXACT_IN_DOUBLE: u64 = 1 << 53;
+
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            out.push(b'{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_jcs::to_writer(&mut *out, key.as_str()).expect("a string always serialises");
+                out.push(b':');
+                write_canonical(item, out);
+            }
+            out.push(b'}');
+        }
+        Value::Number(n)
+            if n.as_u64().is_some_and(|u| u > EXACT_IN_DOUBLE)
+                || n.as_i64()
+                    .is_some_and(|i| i.unsigned_abs() > EXACT_IN_DOUBLE) =>
+        {
+            out.extend_from_slice(n.to_string().as_bytes());
+        }
+        scalar => serde_jcs::to_writer(out, scalar).expect("a serde_json::Value always serialises"),
+    }
 }
 
 /// What one record came down to: its id and hash. Nothing else of the record
@@ -232,6 +277,16 @@ mod tests {
         }
         let other: Value = serde_json::from_str(r#"{"n":1.5}"#).unwrap();
         assert_ne!(h(&other), h(&one));
+    }
+
+    #[test]
+    fn large_integers_keep_every_digit() {
+        let a: Value = serde_json::from_str(r#"{"n":9007199254740993}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"n":9007199254740992}"#).unwrap();
+        assert_eq!(canonical_json(&a), br#"{"n":9007199254740993}"#);
+        assert_ne!(h(&a), h(&b));
+        let min: Value = serde_json::from_str(r#"[-9223372036854775808]"#).unwrap();
+        assert_eq!(canonical_json(&min), b"[-9223372036854775808]");
     }
 
     #[test]

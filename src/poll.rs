@@ -177,10 +177,12 @@ pub async fn poll_resource(
             let webhooks = config.clone();
             // A record seen twice means the listing moved under the pager
             // and another record may have been skipped: a scan like that
-            // must not delete. A baseline still completes (its deletions
-            // are silent), or a provider that always repeats an id would
-            // keep every later poll silent too.
-            let full = summary.full_scan && (summary.duplicates == 0 || !scan.baseline_done);
+            // must not delete. A silent baseline still completes (its
+            // deletions emit nothing), or a provider that always repeats an
+            // id would keep every later poll silent too; with emit_initial
+            // the baseline's deletions are events, so it waits like any
+            // other scan.
+            let full = summary.full_scan && (summary.duplicates == 0 || !emit);
             let end = ctx
                 .store
                 .blocking(move |s| s.finish_scan(&scan, full, emit, &webhooks.webhooks, finished))

@@ -46,7 +46,11 @@ impl Schedule {
     /// `min_gap` anywhere in the next few weeks of firings.
     pub fn cron(expr: &str, min_gap: Duration) -> Result<Schedule, String> {
         let schedule = cron::Schedule::from_str(expr).map_err(|e| {
-            format!("{expr:?} is not a cron expression ({e}); use six fields with seconds first, e.g. \"0 */15 * * * *\"")
+            // A syntax error draws a caret under the input over several
+            // lines; a config error is one line.
+            let e = e.to_string();
+            let why = if e.trim().contains('\n') { "bad syntax".into() } else { e };
+            format!("{expr:?} is not a cron expression ({why}); use six fields with seconds first, e.g. \"0 */15 * * * *\"")
         })?;
         // A fixed start keeps the check deterministic; 2000 firings cover
         // every minute/hour/day pattern of a 5-minute-or-slower schedule.

@@ -125,7 +125,9 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot open database {path}: {source}")]
+    #[error(
+        "cannot open {path}: {source} (the user synthd runs as must be able to read and write daemon.state_dir and its files)"
+    )]
     Open {
         path: PathBuf,
         source: std::io::Error,
@@ -142,6 +144,10 @@ pub enum StoreError {
         "database {path}: disk full; the last change was rolled back and nothing was lost; free space in {dir}"
     )]
     DiskFull { path: PathBuf, dir: PathBuf },
+    #[error(
+        "database {path}: a write failed (disk full, a file size limit, or a failing disk); the last change was rolled back and nothing was lost; check free space in {dir}"
+    )]
+    WriteFailed { path: PathBuf, dir: PathBuf },
     #[error(
         "database {path} is locked by another process (is another synthd running on this state_dir?)"
     )]
@@ -204,7 +210,7 @@ impl StateLock {
 }
 
 fn ensure_dir(state_dir: &Path) -> Result<(), StoreError> {
-    if state_dir.exists() {
+    if state_dir.is_dir() {
         return Ok(());
     }
     std::fs::DirBuilder::new()
@@ -893,6 +899,19 @@ fn sql_error(path: &Path, e: rusqlite::Error) -> StoreError {
                 };
             }
             ErrorCode::ReadOnly => return StoreError::ReadOnly { path, dir },
+            // Writes past a full disk can also surface as I/O errors (a
+            // short write is "full", a refused one is EIO/EFBIG).
+            ErrorCode::SystemIoFailure
+                if [
+                    rusqlite::ffi::SQLITE_IOERR_WRITE,
+                    rusqlite::ffi::SQLITE_IOERR_FSYNC,
+                    rusqlite::ffi::SQLITE_IOERR_TRUNCATE,
+                    rusqlite::ffi::SQLITE_IOERR_SHMSIZE,
+                ]
+                .contains(&f.extended_code) =>
+            {
+                return StoreError::WriteFailed { path, dir };
+            }
             _ => {}
         }
     }
