@@ -1,0 +1,663 @@
+//! Properties of the canonical hash, and hostile configs.
+//!
+//! Hashing (proptest over generated JSON records, rendered to text the way a
+//! provider might send them):
+//!
+//! - key order, whitespace, string escapes (`\u00e9` for `é`, `\/`) and
+//!   equivalent number spellings never change the hash;
+//! - changing any leaf value, or adding or removing a field, always does —
+//!   unless the field is in `ignore`;
+//! - numbers hash in RFC 8785 form: `1`, `1.0`, `1e0`, `0.1e1`, `10E-1` are
+//!   one number, `-0` is `0`; integers keep their exact digits even beyond
+//!   2^53, so `9007199254740993` and `9007199254740992` differ (an id or a
+//!   nanosecond timestamp changing by one is a change).
+//!
+//! Configs: random text and mutations of a valid config never panic the
+//! loader; every rejection is one line naming a key path; the real binary
+//! answers `check` with exit 0 or 2 and never a backtrace.
+
+use std::path::Path;
+use std::process::Command;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestRng};
+use serde_json::{Map, Number, Value, json};
+use synthd::detect::{Hasher, canonical_json, digest};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+// ---------------------------------------------------------------------------
+// Generated records
+// ---------------------------------------------------------------------------
+
+fn number() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        any::<i64>().prop_map(|i| json!(i)),
+        any::<u64>().prop_map(|u| json!(u)),
+        (-1000i64..1000).prop_map(|i| json!(i)),
+        any::<f64>()
+            .prop_filter("JSON numbers are finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
+        (-1000i32..1000).prop_map(|i| json!(f64::from(i) / 8.0)),
+    ]
+}
+
+fn leaf() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        number(),
+        "\\PC{0,10}".prop_map(Value::String),
+        "[\\x00-\\x1f\"\\\\/]{0,4}".prop_map(Value::String),
+    ]
+}
+
+fn key() -> impl Strategy<Value = String> {
+    prop_oneof!["[a-z_]{1,8}", "\\PC{1,4}"]
+}
+
+fn value() -> impl Strategy<Value = Value> {
+    leaf().prop_recursive(4, 40, 5, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::btree_map(key(), inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn record() -> impl Strategy<Value = Value> {
+    prop::collection::btree_map(key(), value(), 1..8).prop_map(|m| {
+        let mut obj: Map<String, Value> = m.into_iter().collect();
+        obj.insert("id".into(), json!("rec-1"));
+        Value::Object(obj)
+    })
+}
+
+fn hash(v: &Value) -> [u8; 32] {
+    Hasher::new(None).hash(v)
+}
+
+// ---------------------------------------------------------------------------
+// Rendering a value as a provider might: any key order, any whitespace, any
+// escapes, any spelling of a number
+// ---------------------------------------------------------------------------
+
+fn pick(rng: &mut TestRng, n: u32) -> u32 {
+    rng.next_u32() % n
+}
+
+fn ws(rng: &mut TestRng, out: &mut String) {
+    for _ in 0..pick(rng, 3) {
+        out.push([' ', '\n', '\t', '\r'][pick(rng, 4) as usize]);
+    }
+}
+
+fn render_str(s: &str, rng: &mut TestRng, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '/' if pick(rng, 2) == 0 => out.push_str("\\/"),
+            c if (c as u32) < 0x20 || pick(rng, 4) == 0 => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&if pick(rng, 2) == 0 {
+                        format!("\\u{u:04x}")
+                    } else {
+                        format!("\\u{u:04X}")
+                    });
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// The same number, spelled one of the ways JSON allows.
+fn render_number(n: &Number, rng: &mut TestRng) -> String {
+    const EXACT: u64 = 1 << 53;
+    if let Some(i) = n.as_i64().filter(|i| i.unsigned_abs() <= EXACT) {
+        return match pick(rng, 5) {
+            0 => format!("{i}.0"),
+            1 => format!("{i}e0"),
+            2 => format!("{i}0E-1"),
+            3 => format!("{i}.000e+0"),
+            _ => i.to_string(),
+        };
+    }
+    if n.is_i64() || n.is_u64() {
+        return n.to_string();
+    }
+    let f = n.as_f64().unwrap();
+    match pick(rng, 3) {
+        0 => format!("{f:e}"),
+        1 => format!("{f:.17e}"),
+        _ => format!("{f:?}"),
+    }
+}
+
+fn render(v: &Value, rng: &mut TestRng, out: &mut String) {
+    ws(rng, out);
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&render_number(n, rng)),
+        Value::String(s) => render_str(s, rng, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                render(item, rng, out);
+            }
+            ws(rng, out);
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            // Fisher-Yates with the test's rng: any key order.
+            for i in (1..entries.len()).rev() {
+                entries.swap(i, pick(rng, i as u32 + 1) as usize);
+            }
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                ws(rng, out);
+                render_str(k, rng, out);
+                ws(rng, out);
+                out.push(':');
+                render(v, rng, out);
+            }
+            ws(rng, out);
+            out.push('}');
+        }
+    }
+    ws(rng, out);
+}
+
+// ---------------------------------------------------------------------------
+// Mutations that must change the hash
+// ---------------------------------------------------------------------------
+
+/// Paths (as JSON pointers) to every leaf.
+fn leaves(v: &Value, at: String, out: &mut Vec<String>) {
+    match v {
+        Value::Array(items) if !items.is_empty() => {
+            for (i, item) in items.iter().enumerate() {
+                leaves(item, format!("{at}/{i}"), out);
+            }
+        }
+        Value::Object(map) if !map.is_empty() => {
+            for (k, item) in map {
+                let k = k.replace('~', "~0").replace('/', "~1");
+                leaves(item, format!("{at}/{k}"), out);
+            }
+        }
+        _ => out.push(at),
+    }
+}
+
+/// A value that is different from `v` in every canonical sense.
+fn different(v: &Value) -> Value {
+    match v {
+        Value::Null => json!(false),
+        Value::Bool(b) => json!(!b),
+        Value::String(s) => json!(format!("{s}x")),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                json!(if u == u64::MAX { u - 1 } else { u + 1 })
+            } else if let Some(i) = n.as_i64() {
+                json!(i + 1)
+            } else {
+                let f = n.as_f64().unwrap();
+                if f == 0.0 {
+                    json!(1.0)
+                } else if (f * 2.0).is_finite() {
+                    json!(f * 2.0)
+                } else {
+                    json!(f / 2.0)
+                }
+            }
+        }
+        Value::Array(_) => json!([null]),
+        Value::Object(_) => json!({"k": null}),
+    }
+}
+
+fn proptest_config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(proptest_config(512))]
+
+    #[test]
+    fn key_order_whitespace_escapes_and_number_spelling_never_change_the_hash(
+        v in record(),
+        seed in any::<[u8; 32]>(),
+    ) {
+        let mut rng = TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &seed);
+        let mut text = String::new();
+        render(&v, &mut rng, &mut text);
+        let parsed: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{e}: {text}"));
+        prop_assert_eq!(hash(&parsed), hash(&v), "{}", text);
+    }
+
+    #[test]
+    fn changing_any_leaf_changes_the_hash(v in record(), pick in any::<prop::sample::Index>()) {
+        let mut paths = Vec::new();
+        leaves(&v, String::new(), &mut paths);
+        let path = pick.get(&paths);
+        let mut changed = v.clone();
+        let slot = changed.pointer_mut(path).unwrap();
+        *slot = different(slot);
+        prop_assert_ne!(
+            hash(&changed),
+            hash(&v),
+            "{} -> {}",
+            String::from_utf8_lossy(&canonical_json(&v)),
+            String::from_utf8_lossy(&canonical_json(&changed))
+        );
+    }
+
+    #[test]
+    fn adding_or_removing_a_field_changes_the_hash_unless_ignored(
+        v in record(),
+        new_key in "[a-z]{9,12}",
+        new_value in value(),
+        pick in any::<prop::sample::Index>(),
+    ) {
+        let hasher = Hasher::new(None);
+        let ignore = vec!["/last_seen_at".to_string()];
+        let base = digest(v.clone(), 0, "/id", &ignore, &hasher).unwrap();
+
+        let mut added = v.clone();
+        added.as_object_mut().unwrap().insert(new_key.clone(), new_value.clone());
+        prop_assert_ne!(digest(added, 0, "/id", &ignore, &hasher).unwrap().hash, base.hash);
+
+        let keys: Vec<String> = v.as_object().unwrap().keys().filter(|k| *k != "id").cloned().collect();
+        if !keys.is_empty() {
+            let mut removed = v.clone();
+            removed.as_object_mut().unwrap().remove(pick.get(&keys));
+            prop_assert_ne!(digest(removed, 0, "/id", &ignore, &hasher).unwrap().hash, base.hash);
+        }
+
+        let mut noise = v.clone();
+        noise.as_object_mut().unwrap().insert("last_seen_at".into(), new_value);
+        prop_assert_eq!(digest(noise, 0, "/id", &ignore, &hasher).unwrap().hash, base.hash);
+    }
+}
+
+#[test]
+fn numbers_hash_in_their_documented_canonical_form() {
+    let canonical = |text: &str| {
+        let v: Value = serde_json::from_str(&format!("{{\"n\":{text}}}")).unwrap();
+        String::from_utf8(canonical_json(&v)).unwrap()
+    };
+    let same = [
+        (
+            "1",
+            &["1.0", "1e0", "1E0", "0.1e1", "10e-1", "1.000", "1e+0"][..],
+        ),
+        ("0", &["-0", "0.0", "-0.0", "0e10"][..]),
+        ("100", &["1e2", "100.0", "1E+2"][..]),
+        ("0.5", &["5e-1", "0.50", "50E-2"][..]),
+        ("1e+21", &["1000000000000000000000", "1e21"][..]),
+        ("1e-7", &["0.0000001", "1E-7"][..]),
+        (
+            "9007199254740992",
+            &["9007199254740992.0", "9.007199254740992e15"][..],
+        ),
+        (
+            "1152921504606847000",
+            &["1152921504606846976.0", "1.152921504606846976e18"][..],
+        ),
+    ];
+    for (form, spellings) in same {
+        assert_eq!(canonical(form), format!("{{\"n\":{form}}}"), "{form}");
+        for s in spellings {
+            assert_eq!(canonical(s), canonical(form), "{s} should hash like {form}");
+        }
+    }
+    // Integers keep every digit, so neighbours beyond 2^53 stay distinct...
+    for (a, b) in [
+        ("9007199254740993", "9007199254740992"),
+        ("18446744073709551615", "18446744073709551614"),
+        ("-9223372036854775808", "-9223372036854775807"),
+        ("1732356000123456789", "1732356000123456790"),
+    ] {
+        assert_eq!(canonical(a), format!("{{\"n\":{a}}}"));
+        assert_ne!(canonical(a), canonical(b), "{a} vs {b}");
+    }
+    // ...while a fraction is the double it parses to, so the same large
+    // value spelled as a fraction is the double's shortest form.
+    assert_eq!(canonical("0.30000000000000000001"), canonical("0.3"));
+    assert_eq!(
+        canonical("1152921504606846976"),
+        "{\"n\":1152921504606846976}"
+    );
+    assert_ne!(
+        canonical("1152921504606846976"),
+        canonical("1152921504606846976.0")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Hostile configs
+// ---------------------------------------------------------------------------
+
+fn base_config(state: &Path) -> String {
+    format!(
+        r#"
+[daemon]
+state_dir = "{state}"
+log_format = "json"
+max_concurrent_polls = 8
+listen = "127.0.0.1:9464"
+hash_key_file = "hash.key"
+retention = {{ delivered = "7d", failed = "30d" }}
+
+[providers.bamboo]
+base_url = "https://api.example.com/v1"
+auth = {{ type = "bearer", token = "tok-123" }}
+pagination = {{ type = "page", page_param = "page", size_param = "per_page", size = 100, first_page = 1 }}
+records = "/data"
+id = "/id"
+query = {{ include_deleted = "false" }}
+headers = {{ "Accept-Language" = "en" }}
+rate_limit = "10/s"
+timeout = "30s"
+max_pages = 100000
+
+[providers.bamboo.resources.hris_employees]
+path = "/employees"
+updated_since = {{ param = "updated_after", format = "rfc3339", lookback = "5m", full_scan_every = "24h" }}
+ignore = ["/last_login_at", "/meta/etag"]
+
+[providers.bamboo.resources.hris_employments]
+path = "/employments"
+pagination = {{ type = "cursor", cursor_param = "cursor", next = "/meta/next_cursor" }}
+
+[providers.gh]
+base_url = "https://harvest.example.com/v1"
+auth = {{ type = "oauth2", token_url = "https://auth.example.com/token", client_id = "c", client_secret = "s", scope = "read" }}
+pagination = {{ type = "link" }}
+records = ""
+
+[providers.gh.resources.ats_jobs]
+path = "/jobs"
+
+[[accounts]]
+id = "acme"
+provider = "bamboo"
+interval = "15m"
+resources = ["hris_employees"]
+emit_initial = false
+
+[[accounts]]
+id = "globex"
+provider = "gh"
+cron = "0 */30 * * * *"
+base_url = "https://globex.example.com/v1"
+auth = {{ type = "query", name = "api_key", value = "k-1" }}
+
+[[webhooks]]
+id = "hr-sync"
+name = "HR sync"
+url = "https://hooks.example.com/synthd?token=unique_secret_token"
+events = ["hris_employees.*", "account.*"]
+secret = "{SECRET}"
+accounts = ["acme"]
+enabled = true
+timeout = "10s"
+signature_header = "x-synthd-signature"
+
+[[webhooks]]
+id = "all"
+url = "http://127.0.0.1:8080/hook"
+events = ["*"]
+secret_file = "hook.secret"
+"#,
+        state = state.display()
+    )
+}
+
+/// Values that have broken parsers before.
+const HOSTILE: &[&str] = &[
+    "\"\"",
+    "\"0s\"",
+    "\"-5m\"",
+    "\"1ns\"",
+    "\"99999999999999999999h\"",
+    "\"584942417355y\"",
+    "18446744073709551616",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "-1",
+    "0",
+    "1e309",
+    "nan",
+    "-inf",
+    "true",
+    "[]",
+    "[[]]",
+    "{}",
+    "{ type = \"page\", size = 0 }",
+    "{ type = \"offset\", size = -1 }",
+    "{ type = \"cursor\", next = \"\" }",
+    "{ type = \"bogus\" }",
+    "\"\\u0000\"",
+    "\"🙂\"",
+    "\"http://\"",
+    "\"ftp://x\"",
+    "\"not a url\"",
+    "\"/\"",
+    "\"~\"",
+    "\"/a~2\"",
+    "\"*/1 * * * * *\"",
+    "\"* * * * * * * *\"",
+    "\"0 0 0 31 2 *\"",
+    "\"0/s\"",
+    "\"1000000000/s\"",
+    "\"5/fortnight\"",
+    "\"whsec_\"",
+    "\"whsec_!!!\"",
+    "\"../../../../etc/shadow\"",
+    "\"/dev/zero\"",
+    "\"/nonexistent/secret\"",
+    "\"ENV_THAT_IS_NOT_SET_4242\"",
+    "1979-05-27T07:32:00Z",
+    "'''\nmulti\n'''",
+    "\"a\\\"b\"",
+];
+
+fn mutate(text: &str, rng: &mut TestRng) -> String {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    for _ in 0..1 + pick(rng, 3) {
+        if lines.is_empty() {
+            break;
+        }
+        let i = pick(rng, lines.len() as u32) as usize;
+        match pick(rng, 10) {
+            0 => {
+                lines.remove(i);
+            }
+            1 => {
+                let l = lines[i].clone();
+                lines.insert(i, l);
+            }
+            2 => {
+                let j = pick(rng, lines.len() as u32) as usize;
+                lines.swap(i, j);
+            }
+            3 => {
+                // Truncate the line at a random char boundary.
+                let cut = lines[i]
+                    .char_indices()
+                    .map(|(n, _)| n)
+                    .nth(pick(rng, lines[i].chars().count() as u32 + 1) as usize)
+                    .unwrap_or(lines[i].len());
+                lines[i].truncate(cut);
+            }
+            4 => {
+                let garbage: String = (0..pick(rng, 6))
+                    .map(|_| char::from_u32(pick(rng, 0x250)).unwrap_or('?'))
+                    .collect();
+                lines[i].push_str(&garbage);
+            }
+            5 => {
+                // Misspell the key.
+                if let Some(eq) = lines[i].find(" =") {
+                    lines[i].insert(eq, 'x');
+                }
+            }
+            _ => {
+                // Replace a value with a hostile one.
+                if let Some(eq) = lines[i].find(" = ") {
+                    let v = HOSTILE[pick(rng, HOSTILE.len() as u32) as usize];
+                    lines[i] = format!("{}{v}", &lines[i][..eq + 3]);
+                }
+            }
+        }
+    }
+    lines.join("\n")
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    base: String,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hash.key"), "0123456789abcdef0123").unwrap();
+    std::fs::write(dir.path().join("hook.secret"), SECRET).unwrap();
+    let base = base_config(&dir.path().join("state"));
+    synthd::config::from_toml_str(&base, dir.path()).expect("the base config is valid");
+    Fixture { dir, base }
+}
+
+/// The loader's answer: Ok, or one line naming a key path.
+fn load(text: &str, dir: &Path) -> Result<(), String> {
+    match synthd::config::from_toml_str(text, dir) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(!msg.trim().is_empty(), "empty error for:\n{text}");
+            assert!(!msg.contains('\n'), "multi-line error {msg:?} for:\n{text}");
+            Err(msg)
+        }
+    }
+}
+
+#[test]
+fn mutated_configs_never_panic_the_loader() {
+    let f = fixture();
+    let seed: u8 = std::env::var("SYNTHD_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let mut rng = TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &[seed; 32]);
+    let (mut accepted, mut rejected) = (0, 0);
+    for _ in 0..2000 {
+        let text = mutate(&f.base, &mut rng);
+        match std::panic::catch_unwind(|| load(&text, f.dir.path())) {
+            Ok(Ok(())) => accepted += 1,
+            Ok(Err(_)) => rejected += 1,
+            Err(_) => panic!("the loader panicked (or gave a bad error) on:\n{text}"),
+        }
+    }
+    println!("config fuzz: 2000 mutated configs, {rejected} rejected, {accepted} accepted");
+    assert!(rejected > 1000);
+}
+
+proptest! {
+    #![proptest_config(proptest_config(256))]
+
+    #[test]
+    fn random_text_never_panics_the_loader(text in "\\PC{0,200}", bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        let dir = tempfile::tempdir().unwrap();
+        let _ = load(&text, dir.path());
+        let lossy = String::from_utf8_lossy(&bytes);
+        let _ = load(&lossy, dir.path());
+    }
+}
+
+#[test]
+fn hostile_configs_exit_2_with_one_line_from_the_binary() {
+    let f = fixture();
+    let bin = assert_cmd::cargo::cargo_bin!("synthd");
+    let mut rng = TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &[7u8; 32]);
+    let path = f.dir.path().join("synthd.toml");
+    let (mut rejected, mut accepted) = (0, 0);
+    let mut cases: Vec<(String, Vec<(&str, &str)>)> = (0..40)
+        .map(|_| (mutate(&f.base, &mut rng), vec![]))
+        .collect();
+    // Raw bytes that are not UTF-8, and hostile environment overrides.
+    cases.push(("\u{feff}[daemon]\0\u{1}".into(), vec![]));
+    for (k, v) in [
+        ("SYNTHD_DAEMON__MAX_CONCURRENT_POLLS", "lots"),
+        (
+            "SYNTHD_DAEMON__MAX_CONCURRENT_POLLS",
+            "99999999999999999999999",
+        ),
+        ("SYNTHD_DAEMON__LOG_FORMAT", "[1,2"),
+        ("SYNTHD_ACCOUNTS__0__INTERVAL", "1s"),
+        ("SYNTHD_NOPE__NOPE", "1"),
+    ] {
+        cases.push((f.base.clone(), vec![(k, v)]));
+    }
+    for (text, env) in &cases {
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(bin)
+            .arg("--config")
+            .arg(&path)
+            .arg("check")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+            "panic for {env:?}:\n{text}\n{stderr}"
+        );
+        match out.status.code() {
+            Some(0) => accepted += 1,
+            Some(2) => {
+                rejected += 1;
+                assert!(
+                    stderr.starts_with("synthd: config error: ")
+                        && stderr.trim_end().lines().count() == 1,
+                    "not one clear line for {env:?}: {stderr:?}\n{text}"
+                );
+            }
+            other => panic!("exit {other:?} for {env:?}:\n{text}\n{stderr}"),
+        }
+    }
+    // Not UTF-8 at all.
+    std::fs::write(&path, [0xff, 0xfe, b'[', 0x80, b']']).unwrap();
+    let out = Command::new(bin)
+        .arg("--config")
+        .arg(&path)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    rejected += 1;
+    println!(
+        "config fuzz: {} configs through the binary, {rejected} rejected with exit 2, {accepted} accepted",
+        cases.len() + 1
+    );
+    assert!(rejected > 20);
+}
