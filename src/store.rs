@@ -695,9 +695,19 @@ impl Store {
 
     /// The earliest time any pending delivery becomes due, to sleep until.
     pub fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.earliest_pending("next_attempt_at")
+    }
+
+    /// When the oldest still-pending delivery was created.
+    pub fn oldest_pending_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.earliest_pending("created_at")
+    }
+
+    /// The smallest value of a time column among pending deliveries.
+    fn earliest_pending(&self, column: &'static str) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.lock()
             .query_row(
-                "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'",
+                &format!("SELECT MIN({column}) FROM deliveries WHERE status = 'pending'"),
                 [],
                 |r| r.get::<_, Option<i64>>(0),
             )
@@ -738,18 +748,6 @@ impl Store {
                 [],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
             )
-            .map_err(|e| self.err(e))
-    }
-
-    /// When the oldest still-pending delivery was created.
-    pub fn oldest_pending_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.lock()
-            .query_row(
-                "SELECT MIN(created_at) FROM deliveries WHERE status = 'pending'",
-                [],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .map(|v| v.map(from_ms))
             .map_err(|e| self.err(e))
     }
 

@@ -121,13 +121,20 @@ async fn start_receiver() -> (Receiver, String) {
     (rx, format!("http://{addr}/hook?token=tok-value-31337"))
 }
 
-fn make_config(dir: &std::path::Path, url: &str, secrets: &str, extra: &str) -> Config {
-    let toml = format!(
+/// A one-account, one-webhook config whose provider is at `provider`.
+fn config_text(
+    state: &std::path::Path,
+    provider: &str,
+    url: &str,
+    secrets: &str,
+    extra: &str,
+) -> String {
+    format!(
         r#"
 [daemon]
-state_dir = "{dir}"
+state_dir = "{state}"
 [providers.p]
-base_url = "http://127.0.0.1:9/v1"
+base_url = "{provider}/v1"
 [providers.p.resources.hris_employees]
 path = "/employees"
 [[accounts]]
@@ -141,9 +148,17 @@ events = ["*"]
 timeout = "1s"
 {extra}
 "#,
-        dir = dir.display()
-    );
-    config::from_toml_str(&toml, dir).unwrap()
+        state = state.display()
+    )
+}
+
+/// The same, validated, for library-level tests that never poll.
+fn make_config(dir: &std::path::Path, url: &str, secrets: &str, extra: &str) -> Config {
+    config::from_toml_str(
+        &config_text(dir, "http://127.0.0.1:9", url, secrets, extra),
+        dir,
+    )
+    .unwrap()
 }
 
 fn t0() -> DateTime<Utc> {
@@ -780,25 +795,12 @@ async fn the_delivery_commands_work_on_a_real_run_and_never_show_the_token() {
     let cfg = dir.path().join("synthd.toml");
     std::fs::write(
         &cfg,
-        format!(
-            r#"
-[daemon]
-state_dir = "{state}"
-[providers.p]
-base_url = "{provider}/v1"
-[providers.p.resources.hris_employees]
-path = "/employees"
-[[accounts]]
-id = "acme"
-provider = "p"
-[[webhooks]]
-id = "hr"
-url = "{url}"
-events = ["*"]
-secret = "{SECRET_NEW}"
-"#,
-            state = dir.path().join("state").display(),
-            provider = provider.uri()
+        config_text(
+            &dir.path().join("state"),
+            &provider.uri(),
+            &url,
+            &format!("secret = \"{SECRET_NEW}\""),
+            "",
         ),
     )
     .unwrap();
