@@ -180,18 +180,7 @@ impl StateLock {
         use std::io::{Read, Seek, Write};
         use std::os::fd::AsRawFd;
         ensure_dir(state_dir)?;
-        let path = state_dir.join("synthd.lock");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
+        let mut file = open_private(&state_dir.join("synthd.lock"))?;
         // SAFETY: flock on a file descriptor we own; no memory is involved.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
@@ -207,6 +196,22 @@ impl StateLock {
         let _ = writeln!(file, "{}", std::process::id());
         Ok(StateLock { _file: file })
     }
+}
+
+/// Opens (creating, mode 0600, never truncating) a file of the state
+/// directory.
+fn open_private(path: &Path) -> Result<std::fs::File, StoreError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn ensure_dir(state_dir: &Path) -> Result<(), StoreError> {
@@ -247,17 +252,7 @@ impl Store {
         let path = state_dir.join("synthd.db");
         // Create the file ourselves so it is 0600 from the first byte; SQLite
         // gives the -wal and -shm files the same mode.
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
+        open_private(&path)?;
         let conn = Connection::open(&path).map_err(|e| sql_error(&path, e))?;
         let store = Store {
             conn: Arc::new(Mutex::new(conn)),
