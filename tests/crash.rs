@@ -32,6 +32,9 @@
 //! `cargo test` runs 40 epochs; `cargo test -- --ignored` runs the 300-epoch
 //! soak. `SYNTHD_CRASH_SEED` and `SYNTHD_SOAK_EPOCHS` override the defaults.
 
+mod common;
+
+use common::{lock, serve, wait_exit};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::os::unix::process::ExitStatusExt;
@@ -53,17 +56,6 @@ const TOKEN: &str = "crash-provider-token-7781";
 const URL_TOKEN: &str = "crash-hook-token-1187";
 const RESOURCE: &str = "hris_employees";
 const PAGE_SIZE: usize = 7;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-async fn serve(router: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    format!("http://{addr}")
-}
 
 // ---------------------------------------------------------------------------
 // The provider: records with version counters, every change known
@@ -278,20 +270,6 @@ fn signal(child: &Child, sig: i32) {
     // SAFETY: signalling our own child process, which has not been reaped.
     unsafe {
         libc::kill(child.id() as i32, sig);
-    }
-}
-
-async fn wait_exit(child: &mut Child, within: Duration) -> ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("synthd did not exit within {within:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -520,13 +498,24 @@ impl Checker {
     }
 }
 
-async fn crash_loop(seed: u64, epochs: usize) {
-    let started = Instant::now();
-    let mut rng = StdRng::seed_from_u64(seed);
+/// A provider, a receiver and a config pointing synthd at them.
+struct Setup {
+    world: Arc<Mutex<World>>,
+    inbox: Arc<Mutex<Inbox>>,
+    provider: String,
+    receiver: String,
+    dir: tempfile::TempDir,
+    state: PathBuf,
+    cfg: PathBuf,
+}
+
+/// `records` employees at the provider; the receiver fails `fail_rate` of
+/// requests, drawn from `seed`.
+async fn setup(records: usize, fail_rate: f64, seed: u64) -> Setup {
     let world = Arc::new(Mutex::new(World::default()));
     {
         let mut w = lock(&world);
-        for _ in 0..40 {
+        for _ in 0..records {
             w.create();
         }
     }
@@ -538,8 +527,8 @@ async fn crash_loop(seed: u64, epochs: usize) {
     .await;
     let inbox = Arc::new(Mutex::new(Inbox {
         requests: Vec::new(),
-        fail_rate: 0.15,
-        rng: StdRng::seed_from_u64(seed ^ 0xfeed),
+        fail_rate,
+        rng: StdRng::seed_from_u64(seed),
     }));
     let receiver = serve(
         Router::new()
@@ -547,11 +536,32 @@ async fn crash_loop(seed: u64, epochs: usize) {
             .with_state(inbox.clone()),
     )
     .await;
-
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let cfg = dir.path().join("synthd.toml");
     std::fs::write(&cfg, config_text(&state, &provider, &receiver)).unwrap();
+    Setup {
+        world,
+        inbox,
+        provider,
+        receiver,
+        dir,
+        state,
+        cfg,
+    }
+}
+
+async fn crash_loop(seed: u64, epochs: usize) {
+    let started = Instant::now();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let Setup {
+        world,
+        inbox,
+        dir,
+        state,
+        cfg,
+        ..
+    } = setup(40, 0.15, seed ^ 0xfeed).await;
     let db = state.join("synthd.db");
     let mut checker = Checker {
         db: db.clone(),
@@ -796,34 +806,15 @@ async fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> boo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_daemon_on_the_same_state_dir_refuses_to_start() {
-    let world = Arc::new(Mutex::new(World::default()));
-    {
-        let mut w = lock(&world);
-        for _ in 0..20 {
-            w.create();
-        }
-    }
-    let provider = serve(
-        Router::new()
-            .route("/v1/employees", axum::routing::get(employees))
-            .with_state(world.clone()),
-    )
-    .await;
-    let inbox = Arc::new(Mutex::new(Inbox {
-        requests: Vec::new(),
-        fail_rate: 0.0,
-        rng: StdRng::seed_from_u64(1),
-    }));
-    let receiver = serve(
-        Router::new()
-            .route("/{*path}", axum::routing::post(hook))
-            .with_state(inbox.clone()),
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let cfg = dir.path().join("synthd.toml");
-    std::fs::write(&cfg, config_text(&state, &provider, &receiver)).unwrap();
+    let Setup {
+        world,
+        inbox,
+        provider,
+        receiver,
+        dir,
+        state,
+        cfg,
+    } = setup(20, 0.0, 1).await;
     // The same directory under another spelling, and through a symlink.
     let cfg_dot = dir.path().join("dot.toml");
     std::fs::write(

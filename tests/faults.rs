@@ -22,6 +22,9 @@
 //! `RLIMIT_FSIZE` on the child, with SIGXFSZ ignored so writes fail instead
 //! of killing it.
 
+mod common;
+
+use common::{lock, serve, wait_exit};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
@@ -52,17 +55,6 @@ const PII: &[&str] = &[
     "Marrow Lane 7",
     "Quartermaster of Llamas",
 ];
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-async fn serve(router: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    format!("http://{addr}")
-}
 
 // ---------------------------------------------------------------------------
 // A provider with every kind of bad day
@@ -555,20 +547,6 @@ async fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> boo
     let deadline = Instant::now() + within;
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("synthd did not exit within {within:?}");
-        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
