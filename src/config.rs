@@ -273,12 +273,8 @@ impl Webhook {
     /// A digest of the webhook's settings; when it changes on reload, a
     /// paused webhook is resumed. Only the digest is stored.
     pub fn fingerprint(&self) -> String {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        let mut field = |s: &str| {
-            h.update((s.len() as u64).to_be_bytes());
-            h.update(s.as_bytes());
-        };
+        let mut h = Fingerprint::default();
+        let mut field = |s: &str| h.field(s);
         field(self.url.as_str());
         for e in &self.events {
             field(&e.to_string());
@@ -293,7 +289,25 @@ impl Webhook {
             "{}|{:?}|{}",
             self.enabled, self.timeout, self.signature_header
         ));
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        h.finish()
+    }
+}
+
+/// SHA-256 over length-prefixed fields (so `["ab", "c"]` and `["a", "bc"]`
+/// differ), as lowercase hex: how config fingerprints are made.
+#[derive(Default)]
+struct Fingerprint(sha2::Sha256);
+
+impl Fingerprint {
+    fn field(&mut self, s: &str) {
+        use sha2::Digest;
+        self.0.update((s.len() as u64).to_be_bytes());
+        self.0.update(s.as_bytes());
+    }
+
+    fn finish(self) -> String {
+        use sha2::Digest;
+        crate::signing::hex(&self.0.finalize())
     }
 }
 
@@ -1768,12 +1782,8 @@ impl Account {
     /// provider, base URL, resources, schedule and credentials. Only this
     /// digest is stored, never the credentials.
     pub fn fingerprint(&self) -> String {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        let mut field = |s: &str| {
-            h.update((s.len() as u64).to_be_bytes());
-            h.update(s.as_bytes());
-        };
+        let mut h = Fingerprint::default();
+        let mut field = |s: &str| h.field(s);
         field(&self.provider);
         field(self.base_url.as_str());
         for r in &self.resources {
@@ -1804,7 +1814,7 @@ impl Account {
                 field(o.scope.as_deref().unwrap_or(""));
             }
         }
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        h.finish()
     }
 }
 

@@ -43,8 +43,7 @@ impl Hasher {
                     .chain_update(b"synthd hash key id\0")
                     .chain_update(k)
                     .finalize();
-                let hex: String = id[..8].iter().map(|b| format!("{b:02x}")).collect();
-                format!("hmac-sha256:{hex}")
+                format!("hmac-sha256:{}", crate::signing::hex(&id[..8]))
             }
         }
     }

@@ -38,10 +38,12 @@ pub fn standard_signature(keys: &[Vec<u8>], msg_id: &str, timestamp: i64, body: 
 /// The `x-synthd-signature` value: lowercase hex HMAC-SHA256 of the raw body
 /// with the newest key.
 pub fn hex_signature(key: &[u8], body: &[u8]) -> String {
-    hmac(key, &[body])
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&hmac(key, &[body]))
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A fresh `whsec_` secret: 32 random bytes, base64.
