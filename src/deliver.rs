@@ -144,8 +144,9 @@ impl Sender {
                 }
                 let mut kept = Vec::new();
                 // Read at most 1 KiB, still within the timeout; a receiver
-                // trickling its body does not hold the attempt open.
-                let read = tokio::time::timeout(webhook.timeout, async {
+                // trickling its body does not hold the attempt open, and what
+                // arrived before the timeout is kept.
+                let _ = tokio::time::timeout(webhook.timeout, async {
                     while kept.len() < RESPONSE_BODY_LIMIT {
                         match resp.chunk().await {
                             Ok(Some(c)) => kept.extend_from_slice(&c),
@@ -171,7 +172,6 @@ impl Sender {
                     );
                     record.error = Some(format!("HTTP {}", status.as_u16()));
                 }
-                let _ = read;
             }
             Err(e) => {
                 let kind = if e.is_timeout() {
