@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt as _;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -54,12 +55,12 @@ impl Engine {
     /// Emits account.created / updated / deleted for config changes, and
     /// resumes paused webhooks whose config changed.
     pub async fn reconcile_accounts(&self, config: &Arc<Config>) -> Result<(), StoreError> {
-        let scheme = self.ctx.hasher.scheme();
+        let scheme = self.ctx.hasher.scheme().to_string();
         if self
             .ctx
             .store
             .blocking(move |s| s.ensure_hash_scheme(&scheme))
-            .await?
+            .await??
         {
             tracing::warn!(
                 "daemon.hash_key_file changed, so every stored hash is stale: the next complete scan of each \
@@ -81,7 +82,7 @@ impl Engine {
             .ctx
             .store
             .blocking(move |s| s.reconcile_accounts(&fingerprints, &cfg.webhooks, now))
-            .await?;
+            .await??;
         for e in &events {
             tracing::info!(event_id = %e.id, account = %e.account_id(), event_type = %e.event_type(), "account event");
         }
@@ -90,13 +91,25 @@ impl Engine {
             .iter()
             .map(|w| (w.id.clone(), w.fingerprint()))
             .collect();
+        let ids: Vec<String> = fingerprints.iter().map(|(id, _)| id.clone()).collect();
         let resumed = self
             .ctx
             .store
             .blocking(move |s| s.reconcile_webhooks(&fingerprints))
-            .await?;
+            .await??;
         for id in resumed {
             tracing::info!(webhook = %id, "webhook config changed: resuming the paused webhook");
+        }
+        let cancelled = self
+            .ctx
+            .store
+            .blocking(move |s| s.cancel_orphans(&ids, now))
+            .await??;
+        if cancelled > 0 {
+            tracing::warn!(
+                cancelled,
+                "pending deliveries to webhooks no longer in the config were cancelled (they stay in the delivery log)"
+            );
         }
         if !events.is_empty() {
             self.deliverer.wake.notify_one();
@@ -177,7 +190,7 @@ pub async fn run(
                 }
                 match config::load(path) {
                     Ok(new) => {
-                        let new = Arc::new(new);
+                        let new = Arc::new(keep_restart_keys(&config_tx.borrow(), new));
                         match engine.reconcile_accounts(&new).await {
                             Ok(()) => {
                                 log_startup(&new);
@@ -187,7 +200,8 @@ pub async fn run(
                             Err(e) => tracing::error!(error = %e, "config reload failed; keeping the running config"),
                         }
                     }
-                    Err(e) => tracing::error!(error = %e, "config reload failed; keeping the running config"),
+                    Err(e) => tracing::error!(error = %e, more_errors = e.others.len(),
+                        "config reload failed; keeping the running config"),
                 }
                 if options.notify_systemd {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -212,6 +226,35 @@ pub async fn run(
     Ok(())
 }
 
+/// Daemon keys that a reload cannot change (they shape open files, the
+/// hash function, a bound socket or the scheduler's pool): the running
+/// values stay, and the operator is told which keys wait for a restart.
+fn keep_restart_keys(running: &Config, mut new: Config) -> Config {
+    let (old, fresh) = (&running.daemon, &new.daemon);
+    let changed: Vec<&str> = [
+        ("daemon.state_dir", old.state_dir != fresh.state_dir),
+        ("daemon.hash_key_file", old.hash_key != fresh.hash_key),
+        ("daemon.listen", old.listen != fresh.listen),
+        (
+            "daemon.max_concurrent_polls",
+            old.max_concurrent_polls != fresh.max_concurrent_polls,
+        ),
+        ("daemon.log_format", old.log_format != fresh.log_format),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(k, _)| k)
+    .collect();
+    if !changed.is_empty() {
+        tracing::warn!(keys = %changed.join(", "),
+            "these keys changed but only take effect after a restart (systemctl restart synthd); the running values stay until then");
+        let retention = new.daemon.retention;
+        new.daemon = running.daemon.clone();
+        new.daemon.retention = retention;
+    }
+    new
+}
+
 fn signal(kind: tokio::signal::unix::SignalKind) -> tokio::signal::unix::Signal {
     tokio::signal::unix::signal(kind).expect("signal handlers can be installed")
 }
@@ -220,6 +263,14 @@ fn signal(kind: tokio::signal::unix::SignalKind) -> tokio::signal::unix::Signal 
 /// `check`).
 pub fn plan_warnings(config: &Config) -> Vec<String> {
     let mut out = Vec::new();
+    if config.accounts.is_empty() {
+        out.push(
+            "no accounts are configured: nothing will be polled; add an [[accounts]] entry".into(),
+        );
+    }
+    if config.webhooks.is_empty() {
+        out.push("no webhooks are configured: changes are detected but no event is queued; add a [[webhooks]] entry".into());
+    }
     let now = Utc::now();
     for a in &config.accounts {
         let interval = a.schedule.nominal_interval(now);
@@ -254,6 +305,24 @@ fn log_startup(config: &Config) {
     }
 }
 
+/// Marks an account as being polled; dropping it (at the end of the poll,
+/// or while unwinding from a panic) unmarks it and wakes the scheduler.
+struct Running {
+    set: Arc<Mutex<HashSet<String>>>,
+    id: String,
+    done: Arc<Notify>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+        self.done.notify_one();
+    }
+}
+
 /// Polls that have started since the scheduler last looked, with when.
 type StartLog = Arc<Mutex<Vec<(String, DateTime<Utc>)>>>;
 
@@ -265,14 +334,28 @@ async fn scheduler(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let store = engine.ctx.store.clone();
-    let mut last_start: HashMap<String, DateTime<Utc>> =
-        match store.blocking(|s| s.last_poll_starts()).await {
-            Ok(v) => v.into_iter().collect(),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read poll state; polling every account now");
-                HashMap::new()
+    let mut last_start: HashMap<String, DateTime<Utc>> = match store
+        .blocking(|s| s.last_poll_starts())
+        .await
+        .and_then(|r| r)
+    {
+        Ok(v) => {
+            let now = engine.ctx.clock.now();
+            let future = v.iter().filter(|(_, t)| *t > now).count();
+            if future > 0 {
+                tracing::warn!(
+                    accounts = future,
+                    "stored poll times lie in the future (the clock was wrong when they were written); \
+                         treating them as now, so those accounts are polled on their normal schedule from now on"
+                );
             }
-        };
+            v.into_iter().collect()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read poll state; polling every account now");
+            HashMap::new()
+        }
+    };
     let limit = config_rx.borrow().daemon.max_concurrent_polls;
     let permits = Arc::new(Semaphore::new(limit));
     let running: Arc<Mutex<HashSet<String>>> = Arc::default();
@@ -319,6 +402,13 @@ async fn scheduler(
                 done.clone(),
             );
             polls.spawn(async move {
+                // Cleared however the poll ends, a panic included, so an
+                // account is never left marked running.
+                let _running = Running {
+                    set: running,
+                    id: account.id.clone(),
+                    done: done.clone(),
+                };
                 let Ok(_permit) = permits.acquire_owned().await else {
                     return;
                 };
@@ -327,13 +417,17 @@ async fn scheduler(
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push((account.id.clone(), at));
-                poll::poll_account(&engine.ctx, &config, &account, None).await;
-                running
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&account.id);
+                let poll = poll::poll_account(&engine.ctx, &config, &account, None);
+                if let Err(panic) = std::panic::AssertUnwindSafe(poll).catch_unwind().await {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(account = %account.id, error = %what,
+                        "internal error while polling (a bug; please report it); the account is polled again on schedule");
+                }
                 engine.deliverer.wake.notify_one();
-                done.notify_one();
             });
         }
         let wait = earliest
@@ -383,6 +477,7 @@ async fn delivery_loop(
             .blocking(|s| s.next_due_at())
             .await
             .ok()
+            .and_then(Result::ok)
             .flatten();
         let now = engine.ctx.clock.now();
         // A due delivery may be waiting on a permit or on an earlier event of
@@ -426,6 +521,7 @@ async fn retention_loop(
                 .store
                 .blocking(move |s| s.prune_batch(retention, now, RETENTION_BATCH))
                 .await
+                .and_then(|r| r)
             {
                 Ok(p) if p.deliveries == 0 && p.events == 0 => break,
                 Ok(p) => {

@@ -15,8 +15,8 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::clock::Clock;
 use crate::config::{Config, Webhook};
-use crate::provider::{error_chain, parse_retry_after};
-use crate::redact::{redact_text, redact_url};
+use crate::net;
+use crate::redact::printable;
 use crate::signing;
 use crate::store::{AttemptRecord, DueDelivery, NextStep, Store, StoreError};
 
@@ -31,9 +31,17 @@ pub const RETRY_SCHEDULE: [Duration; 7] = [
     Duration::from_secs(10 * 3600),
 ];
 
-/// Concurrent requests to one webhook, so a slow receiver cannot hold up
-/// the others.
-pub const PER_WEBHOOK_CONCURRENCY: usize = 4;
+/// The longest `Retry-After` a receiver gets honoured: the schedule's
+/// longest step. A longer one (an epoch mistaken for seconds, say) would
+/// hold that record's later events for as long.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(10 * 3600);
+
+/// Requests in flight across all webhooks beyond each webhook's first.
+/// Every webhook may always have one request in flight, so a healthy
+/// webhook keeps flowing however many others hang; the rest of each
+/// webhook's `concurrency` comes from this shared pool, which bounds the
+/// sockets (and file descriptors) hung receivers can hold.
+pub const SHARED_EXTRA_REQUESTS: usize = 256;
 
 /// How long a delivery whose attempt could not be recorded waits before it
 /// is sent again.
@@ -53,7 +61,7 @@ pub fn retry_delay(
     let idx = attempts_made.checked_sub(1)? as usize;
     let base = *RETRY_SCHEDULE.get(idx)?;
     let jittered = base.mul_f64(1.0 + 0.1 * jitter.clamp(-1.0, 1.0));
-    Some(match retry_after {
+    Some(match retry_after.map(|ra| ra.min(MAX_RETRY_AFTER)) {
         Some(ra) if ra > jittered => ra,
         _ => jittered,
     })
@@ -82,13 +90,9 @@ impl Default for Sender {
 
 impl Sender {
     pub fn new() -> Self {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("synthd/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .expect("TLS backend initialises");
-        Sender { http }
+        Sender {
+            http: net::client(net::Redirects::None),
+        }
     }
 
     /// One signed POST of `payload` to `webhook`.
@@ -140,7 +144,7 @@ impl Sender {
                         .headers()
                         .get(reqwest::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
-                        .and_then(parse_retry_after);
+                        .and_then(|v| net::parse_retry_after(v, now));
                 }
                 let mut kept = Vec::new();
                 // Read at most 1 KiB, still within the timeout; a receiver
@@ -182,7 +186,7 @@ impl Sender {
                     "request"
                 };
                 record.error_kind = Some(kind.into());
-                record.error = Some(redact_text(&error_chain(&e.without_url())));
+                record.error = Some(net::error_chain(&e.without_url()));
             }
         }
         record.duration_ms = started.elapsed().as_millis() as u64;
@@ -200,7 +204,14 @@ pub fn next_step(result: &AttemptResult, now: DateTime<Utc>, jitter: f64) -> Nex
         return NextStep::Delivered;
     }
     match retry_delay(result.record.number, jitter, result.retry_after) {
-        Some(d) => NextStep::RetryAt(now + chrono::Duration::from_std(d).unwrap_or_default()),
+        // The delay is at most the longest step plus jitter, so this never
+        // overflows; should it, the retry is due at once rather than never.
+        Some(d) => NextStep::RetryAt(
+            chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+                .unwrap_or(now),
+        ),
         None => NextStep::Failed,
     }
 }
@@ -221,13 +232,35 @@ pub struct Deliverer {
     store: Store,
     sender: Sender,
     clock: Arc<dyn Clock>,
-    limits: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    /// Per webhook: its configured concurrency and the requests in flight.
+    limits: Arc<Mutex<HashMap<String, Limit>>>,
+    /// Permits for each webhook's requests beyond its first.
+    shared: Arc<Semaphore>,
     in_flight: Arc<Mutex<HashSet<String>>>,
     /// Deliveries whose last attempt could not be recorded (a full or
     /// read-only store), with when they may be sent again.
     unrecorded: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
     /// Woken when an attempt finishes or new events are committed.
     pub wake: Arc<Notify>,
+}
+
+/// A webhook's configured concurrency and the semaphore enforcing it.
+type Limit = (usize, Arc<Semaphore>);
+
+/// Takes a delivery out of the in-flight set when dropped, so even a task
+/// that panics leaves the delivery to be attempted again.
+struct InFlight {
+    set: Arc<Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 impl Deliverer {
@@ -237,19 +270,49 @@ impl Deliverer {
             sender: Sender::new(),
             clock,
             limits: Arc::default(),
+            shared: Arc::new(Semaphore::new(SHARED_EXTRA_REQUESTS)),
             in_flight: Arc::default(),
             unrecorded: Arc::default(),
             wake: Arc::new(Notify::new()),
         }
     }
 
-    fn semaphore(&self, webhook_id: &str) -> Arc<Semaphore> {
-        self.limits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(webhook_id.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(PER_WEBHOOK_CONCURRENCY)))
-            .clone()
+    /// The webhook's semaphore; a new one when its concurrency changed
+    /// (requests still holding the old one finish undisturbed).
+    fn semaphore(&self, webhook: &Webhook) -> Arc<Semaphore> {
+        let mut limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = limits.entry(webhook.id.clone()).or_insert_with(|| {
+            (
+                webhook.concurrency,
+                Arc::new(Semaphore::new(webhook.concurrency)),
+            )
+        });
+        if entry.0 != webhook.concurrency {
+            *entry = (
+                webhook.concurrency,
+                Arc::new(Semaphore::new(webhook.concurrency)),
+            );
+        }
+        entry.1.clone()
+    }
+
+    /// Permits for one more request to `webhook`: its own, plus a shared one
+    /// unless it is the webhook's only request in flight.
+    fn permits(
+        &self,
+        webhook: &Webhook,
+    ) -> Option<(
+        tokio::sync::OwnedSemaphorePermit,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    )> {
+        let own = self.semaphore(webhook);
+        let first = own.available_permits() == webhook.concurrency;
+        let permit = own.try_acquire_owned().ok()?;
+        if first {
+            return Some((permit, None));
+        }
+        let extra = self.shared.clone().try_acquire_owned().ok()?;
+        Some((permit, Some(extra)))
     }
 
     /// One attempt at a delivery, recorded in the store.
@@ -271,27 +334,33 @@ impl Deliverer {
         let paused = self
             .store
             .blocking(move |s| s.record_attempt(&id, &webhook_id, &record, step))
-            .await?;
+            .await??;
         if paused {
-            tracing::warn!(webhook = %webhook.id, url = %redact_url(&webhook.url),
+            tracing::warn!(webhook = %webhook.id, url = %webhook.shown_url(),
                 "every attempt to this webhook has failed for 5 days: paused; its events stay queued. \
                  Fix the receiver, then run `synthd webhook resume {}` or change the webhook in the config and reload",
                 webhook.id);
         }
         let status = result.record.status_code;
         let duration_ms = result.record.duration_ms;
-        let url = redact_url(&webhook.url);
+        let url = webhook.shown_url();
+        let error = result
+            .record
+            .error
+            .as_deref()
+            .map(printable)
+            .unwrap_or_default();
         match step {
             NextStep::Delivered => tracing::info!(event_id = %due.event_id, webhook = %webhook.id,
                 status, attempt = number, duration_ms, "delivered"),
             NextStep::RetryAt(at) => {
                 tracing::warn!(event_id = %due.event_id, webhook = %webhook.id, url = %url,
-                status, attempt = number, duration_ms, error = result.record.error.as_deref().unwrap_or(""),
+                status, attempt = number, duration_ms, error = %error,
                 next_attempt_at = %at.to_rfc3339(), "delivery failed; will retry")
             }
             NextStep::Failed => {
                 tracing::error!(event_id = %due.event_id, webhook = %webhook.id, url = %url,
-                status, attempt = number, duration_ms, error = result.record.error.as_deref().unwrap_or(""),
+                status, attempt = number, duration_ms, error = %error,
                 "delivery failed for the last time; replay it once the receiver is fixed")
             }
         }
@@ -305,11 +374,11 @@ impl Deliverer {
         config: &Arc<Config>,
         skip: &HashSet<String>,
     ) -> Result<Vec<(String, tokio::task::JoinHandle<Option<NextStep>>)>, StoreError> {
-        let enabled: Vec<String> = config
+        let enabled: Vec<(String, usize)> = config
             .webhooks
             .iter()
             .filter(|w| w.enabled)
-            .map(|w| w.id.clone())
+            .map(|w| (w.id.clone(), w.concurrency))
             .collect();
         let now = self.clock.now();
         // An attempt that finishes while the query below runs leaves a stale
@@ -325,27 +394,23 @@ impl Deliverer {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, until| *until > now);
         // One bounded query per webhook, so a dead webhook's backlog can
-        // never crowd the others out of the batch. At most
-        // PER_WEBHOOK_CONCURRENCY of a webhook's rows are in flight, so twice
-        // that always leaves enough fresh candidates.
+        // never crowd the others out of the batch. At most `concurrency` of
+        // a webhook's rows are in flight, so twice that always leaves enough
+        // fresh candidates.
         let due = self
             .store
             .blocking(move |s| {
                 let paused = s.paused_webhooks()?;
                 let mut due = Vec::new();
-                for id in enabled
+                for (id, concurrency) in enabled
                     .iter()
-                    .filter(|id| !paused.iter().any(|(p, _)| &p == id))
+                    .filter(|(id, _)| !paused.iter().any(|(p, _)| p == id))
                 {
-                    due.extend(s.due_deliveries(
-                        &[id.as_str()],
-                        now,
-                        2 * PER_WEBHOOK_CONCURRENCY,
-                    )?);
+                    due.extend(s.due_deliveries(&[id.as_str()], now, 2 * concurrency)?);
                 }
                 Ok::<_, StoreError>(due)
             })
-            .await?;
+            .await??;
         let mut tasks = Vec::new();
         for d in due {
             if skip.contains(&d.id)
@@ -358,14 +423,6 @@ impl Deliverer {
             {
                 continue;
             }
-            if !self
-                .in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(d.id.clone())
-            {
-                continue;
-            }
             let Some(webhook) = config
                 .webhooks
                 .iter()
@@ -374,25 +431,35 @@ impl Deliverer {
             else {
                 continue;
             };
-            let Ok(permit) = self.semaphore(&webhook.id).try_acquire_owned() else {
-                self.in_flight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&d.id);
+            let Some(permits) = self.permits(&webhook) else {
                 continue;
+            };
+            if !self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(d.id.clone())
+            {
+                continue;
+            }
+            let guard = InFlight {
+                set: self.in_flight.clone(),
+                id: d.id.clone(),
             };
             let this = self.clone();
             let id = d.id.clone();
             tasks.push((id, tokio::spawn(async move {
+                let _in_flight = guard;
+                let _permits = permits;
                 let step = this.attempt(&webhook, &d).await;
-                drop(permit);
                 if step.is_err() {
                     // The store still says this delivery is due; without a
                     // pause it would be sent again at once, in a loop.
-                    let until = this.clock.now() + chrono::Duration::from_std(UNRECORDED_RETRY).unwrap_or_default();
+                    let now = this.clock.now();
+                    let until = now.checked_add_signed(chrono::Duration::seconds(UNRECORDED_RETRY.as_secs() as i64)).unwrap_or(now);
                     this.unrecorded.lock().unwrap_or_else(|p| p.into_inner()).insert(d.id.clone(), until);
                 }
-                this.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&d.id);
+                drop(_in_flight);
                 this.wake.notify_one();
                 match step {
                     Ok(s) => Some(s),
@@ -458,7 +525,7 @@ pub async fn test_send(
     let id = webhook.id.clone();
     let claim = store
         .blocking(move |s| s.claim_test_send(&id, now, TEST_SEND_GAP))
-        .await?;
+        .await??;
     if let crate::store::TestClaim::TooSoon(wait) = claim {
         return Err(TestSendError::TooSoon {
             webhook: webhook.id.clone(),
@@ -472,7 +539,7 @@ pub async fn test_send(
     let success = result.success;
     store
         .blocking(move |s| s.record_test_send(&event, &hook, &payload, &record, success))
-        .await?;
+        .await??;
     Ok(result.record)
 }
 
@@ -495,6 +562,30 @@ mod tests {
         assert_eq!(retry_delay(2, 1.0, None), Some(Duration::from_secs(330)));
         assert_eq!(retry_delay(2, -1.0, None), Some(Duration::from_secs(270)));
         assert_eq!(retry_delay(2, 5.0, None), Some(Duration::from_secs(330)));
+    }
+
+    #[test]
+    fn a_huge_retry_after_is_clamped_to_the_longest_step() {
+        let huge = Some(crate::net::MAX_EXTERNAL_WAIT);
+        assert_eq!(retry_delay(1, 0.0, huge), Some(MAX_RETRY_AFTER));
+        let now = chrono::Utc::now();
+        let result = AttemptResult {
+            record: AttemptRecord {
+                number: 1,
+                started_at: now,
+                status_code: Some(503),
+                duration_ms: 1,
+                response_body: None,
+                error_kind: None,
+                error: None,
+            },
+            success: false,
+            retry_after: Some(Duration::MAX),
+        };
+        match next_step(&result, now, 0.0) {
+            NextStep::RetryAt(at) => assert_eq!((at - now).num_seconds(), 36000),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

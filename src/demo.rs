@@ -170,7 +170,7 @@ async fn receive(
     );
     if let Err(e) = verdict {
         rx.rejected.fetch_add(1, Ordering::Relaxed);
-        println!("receiver: REJECTED a request: {e}");
+        crate::outln!("receiver: REJECTED a request: {e}");
         return StatusCode::UNAUTHORIZED;
     }
     rx.received.fetch_add(1, Ordering::Relaxed);
@@ -180,7 +180,7 @@ async fn receive(
         Some(id) => format!("record {id}"),
         None => format!("provider {}", data["provider"].as_str().unwrap_or("?")),
     };
-    println!(
+    crate::outln!(
         "receiver: verified {:<24} {:<12} account {} ({})",
         event["type"].as_str().unwrap_or("?"),
         what,
@@ -263,18 +263,18 @@ secret = "{secret}"
         a.schedule = Schedule::Every(interval);
     }
 
-    println!("synthd demo: the real poller, detector and delivery pipeline on loopback");
-    println!(
+    crate::outln!("synthd demo: the real poller, detector and delivery pipeline on loopback");
+    crate::outln!(
         "  simulated HRIS provider  http://{provider_addr}/v1/employees (12 employees, changes every 2s)"
     );
-    println!(
+    crate::outln!(
         "  verifying receiver       http://{receiver_addr}/hooks/hr (checks each webhook-signature)"
     );
-    println!(
+    crate::outln!(
         "  polling every {}; the first poll is a silent baseline. Ctrl-C to stop.",
         humantime::format_duration(interval)
     );
-    println!();
+    crate::outln!();
 
     let store = Store::open(&state_dir).map_err(|e| e.to_string())?;
     let engine = Engine::new(store, &config, Arc::new(SystemClock));
@@ -286,7 +286,7 @@ secret = "{secret}"
             tokio::time::sleep(interval + Duration::from_secs(1)).await;
             loop {
                 let line = hris.lock().unwrap_or_else(|p| p.into_inner()).mutate();
-                println!("{line}");
+                crate::outln!("{line}");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         })
@@ -314,8 +314,8 @@ secret = "{secret}"
     result.map_err(|e| e.to_string())?;
     let received = receiver.received.load(Ordering::Relaxed);
     let rejected = receiver.rejected.load(Ordering::Relaxed);
-    println!();
-    println!("demo finished: {received} events received and verified, {rejected} rejected");
+    crate::outln!();
+    crate::outln!("demo finished: {received} events received and verified, {rejected} rejected");
     if rejected > 0 {
         return Err(format!(
             "{rejected} webhook requests failed signature verification"

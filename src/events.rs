@@ -159,6 +159,7 @@ mod tests {
             enabled,
             timeout: Duration::from_secs(10),
             signature_header: "x-synthd-signature".into(),
+            concurrency: 4,
         }
     }
 

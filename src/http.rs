@@ -35,7 +35,11 @@ pub async fn serve(
 }
 
 async fn healthz(State(store): State<Store>) -> impl IntoResponse {
-    match store.blocking(|s| s.delivery_counts()).await {
+    match store
+        .blocking(|s| s.delivery_counts())
+        .await
+        .and_then(|r| r)
+    {
         Ok(_) => (StatusCode::OK, "ok\n".to_string()),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -45,7 +49,7 @@ async fn healthz(State(store): State<Store>) -> impl IntoResponse {
 }
 
 async fn metrics(State(store): State<Store>) -> impl IntoResponse {
-    match store.blocking(render).await {
+    match store.blocking(render).await.and_then(|r| r) {
         Ok(body) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

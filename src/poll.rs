@@ -3,6 +3,9 @@
 //! deliveries) before fetching the next. A scan that fetched every page
 //! ends with deletions; one that failed anywhere deletes nothing.
 
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,8 +13,8 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
 use crate::config::{Account, Config, Resource};
-use crate::detect::{self, Hasher, RecordDigest};
-use crate::provider::{FetchError, Pager, ProviderClient};
+use crate::detect::{Digester, Hasher, RecordDigest};
+use crate::provider::{FetchError, Page, Pager, ProviderClient};
 use crate::store::{PageCounts, ScanStart, Store, StoreError};
 
 /// Everything a poll needs besides the config.
@@ -32,11 +35,24 @@ pub struct PollSummary {
     pub deleted: u64,
     /// Deletions held back by the mass-deletion guard.
     pub held: u64,
+    /// Records whose id was already seen in this scan (the listing shifted
+    /// between pages): later copies are ignored and the scan deletes
+    /// nothing.
     pub duplicates: u64,
+    /// Records whose id equals another's only after canonicalisation (`1`
+    /// and `"1"`): the later one is ignored; deletions still happen.
+    pub collisions: u64,
+    /// Records without a usable id: the scan deletes nothing.
     pub invalid: u64,
+    /// Records with an id that cannot be hashed (nested too deep): kept as
+    /// they were, never deleted.
+    pub unhashable: u64,
     pub pages: u64,
     pub full_scan: bool,
     pub baseline: bool,
+    /// Whether this poll's events were sent (false during a silent
+    /// baseline).
+    pub emitted: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +66,8 @@ pub enum PollError {
          Changes to the other records were applied; deletions were skipped"
     )]
     InvalidRecords { invalid: u64, first: String },
+    #[error("internal error while polling (a bug; please report it): {0}")]
+    Internal(String),
 }
 
 /// The result for one resource of an account.
@@ -99,11 +117,19 @@ pub async fn poll_account(
     outcomes
 }
 
+/// A stored time later than `now` can only come from a clock that was
+/// wrong when it was written. It is treated as unknown, so the scan that
+/// relies on it is complete rather than trusting it.
+fn trusted(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    t.filter(|t| *t <= now)
+}
+
 /// Whether this scan may be incremental, and from when: the start of the
 /// last successful poll minus the lookback (for clock skew and records the
 /// provider indexes late). A scan is complete instead when there is no
 /// baseline yet, when deletions are held and need a complete scan to
-/// confirm them, or when the last complete scan is `full_scan_every` old.
+/// confirm them, when the last complete scan is `full_scan_every` old, or
+/// when a stored time lies in the future.
 fn incremental_since(
     resource: &Resource,
     scan: &ScanStart,
@@ -113,13 +139,51 @@ fn incremental_since(
     if !scan.baseline_done || scan.held {
         return None;
     }
-    let last_success = scan.last_success_started_at?;
-    let last_full = scan.last_full_scan_at?;
+    let last_success = trusted(scan.last_success_started_at, now)?;
+    let last_full = trusted(scan.last_full_scan_at, now)?;
     let full_every = chrono::Duration::from_std(us.full_scan_every).ok()?;
     if now - last_full >= full_every {
         return None;
     }
     Some(last_success - chrono::Duration::from_std(us.lookback).ok()?)
+}
+
+/// The ids seen so far in one scan: a keyed 64-bit hash of each (keys drawn
+/// at random per scan, so a collision of two ids is never the same twice)
+/// and whether it was a number. About 16 bytes per record.
+struct Seen {
+    ids: HashMap<u64, bool>,
+    keys: RandomState,
+}
+
+enum Sighting {
+    First,
+    /// The same id again, of the same kind: the listing shifted.
+    Duplicate,
+    /// The same canonical id from a number and from a string.
+    Collision,
+}
+
+impl Seen {
+    fn new() -> Self {
+        Seen {
+            ids: HashMap::new(),
+            keys: RandomState::new(),
+        }
+    }
+
+    fn see(&mut self, id: &str, numeric: bool) -> Sighting {
+        let key = self.keys.hash_one(id);
+        match self.ids.insert(key, numeric) {
+            None => Sighting::First,
+            Some(was) if was == numeric => Sighting::Duplicate,
+            Some(was) => {
+                // Keep the first sighting's kind.
+                self.ids.insert(key, was);
+                Sighting::Collision
+            }
+        }
+    }
 }
 
 pub async fn poll_resource(
@@ -130,28 +194,55 @@ pub async fn poll_resource(
 ) -> Result<PollSummary, PollError> {
     let provider = config.provider(&account.provider);
     let now = ctx.clock.now();
-    let (acct, res) = (account.id.clone(), resource.name.clone());
+    let (acct, res, shape) = (
+        account.id.clone(),
+        resource.name.clone(),
+        resource.shape_fingerprint(),
+    );
     let scan = ctx
         .store
-        .blocking(move |s| s.begin_scan(&acct, &res, now))
-        .await?;
+        .blocking(move |s| s.begin_scan(&acct, &res, &shape, now))
+        .await??;
+    if scan.reshaped {
+        tracing::warn!(account = %account.id, resource = %resource.name,
+            "the resource's records, id or ignore settings (or synthd's canonical form) changed, so stored \
+             hashes no longer compare: this scan re-baselines silently (no events for changes made meanwhile)");
+    }
+    for (what, t) in [
+        ("last full scan", scan.last_full_scan_at),
+        ("last successful poll", scan.last_success_started_at),
+    ] {
+        if t.is_some_and(|t| t > now) {
+            tracing::warn!(account = %account.id, resource = %resource.name, stored = %t.unwrap_or_default(),
+                "the stored time of the {what} lies in the future (the clock was wrong when it was written); \
+                 treating it as unknown: this scan is a full scan");
+        }
+    }
     let since = incremental_since(resource, &scan, now);
-    let emit = scan.baseline_done || account.emit_initial;
+    // emit_initial asks for events from the very first baseline only; a
+    // re-baseline after an operator's edit is always silent.
+    let emit = scan.baseline_done || (account.emit_initial && scan.first_baseline);
     let mut summary = PollSummary {
         full_scan: since.is_none(),
         baseline: !scan.baseline_done,
+        emitted: emit,
         ..Default::default()
     };
     let mut first_invalid = None;
+    let mut seen = Seen::new();
     let result = async {
         let mut pager = Pager::new(&ctx.client, account, provider, resource, since);
-        while let Some(records) = pager.next_page().await? {
+        while let Some(page) = pager.next_page().await? {
             summary.pages = pager.pages_fetched();
-            let (counts, invalid) = apply_page(ctx, config, resource, &scan, records, emit).await?;
+            let applied;
+            (applied, seen) = apply_page(ctx, config, resource, &scan, page, emit, seen).await?;
+            let (counts, invalid) = applied;
             summary.records += counts.records;
             summary.created += counts.created;
             summary.updated += counts.updated;
             summary.duplicates += counts.duplicates;
+            summary.collisions += counts.collisions;
+            summary.unhashable += counts.unhashable;
             summary.invalid += invalid.len() as u64;
             if first_invalid.is_none() {
                 first_invalid = invalid.into_iter().next();
@@ -163,6 +254,15 @@ pub async fn poll_resource(
     if summary.duplicates > 0 {
         tracing::warn!(account = %account.id, resource = %resource.name, duplicates = summary.duplicates,
             "provider returned the same record id more than once in one scan: the listing shifted between pages, so records may have been skipped; later copies ignored and no deletions this scan");
+    }
+    if summary.collisions > 0 {
+        tracing::warn!(account = %account.id, resource = %resource.name, collisions = summary.collisions,
+            "records whose ids differ only in type (the number 1 and the string \"1\") share one canonical id; \
+             the later of each pair is ignored. Deletions still apply");
+    }
+    if summary.unhashable > 0 {
+        tracing::warn!(account = %account.id, resource = %resource.name, unhashable = summary.unhashable,
+            "records nested too deeply to hash were kept as they were (not updated, not deleted)");
     }
     let result = result.and_then(|()| match first_invalid.take() {
         Some(first) => Err(PollError::InvalidRecords {
@@ -186,7 +286,7 @@ pub async fn poll_resource(
             let end = ctx
                 .store
                 .blocking(move |s| s.finish_scan(&scan, full, emit, &webhooks.webhooks, finished))
-                .await?;
+                .await??;
             summary.deleted = end.deleted;
             summary.held = end.held;
             if end.held > 0 {
@@ -199,42 +299,62 @@ pub async fn poll_resource(
             let message = e.to_string();
             ctx.store
                 .blocking(move |s| s.fail_scan(&scan, &message, finished))
-                .await?;
+                .await??;
             Err(e)
         }
     }
 }
 
-/// Digests and commits one page on a blocking thread. Returns the counts
-/// and a description of each record that could not be digested.
+/// Digests and commits one page on a blocking thread. Returns the counts,
+/// a description of each record without a usable id, and the scan's seen
+/// set (moved in and out so the blocking thread can use it).
 async fn apply_page(
     ctx: &PollContext,
     config: &Arc<Config>,
     resource: &Resource,
     scan: &ScanStart,
-    records: Vec<serde_json::Value>,
+    page: Page,
     emit: bool,
-) -> Result<(PageCounts, Vec<String>), StoreError> {
-    let hasher = ctx.hasher.clone();
-    let id_pointer = resource.id.clone();
-    let ignore = resource.ignore.clone();
+    mut seen: Seen,
+) -> Result<((PageCounts, Vec<String>), Seen), PollError> {
+    let mut digester = Digester::new(resource.shape(), ctx.hasher.clone());
     let scan = scan.clone();
     let config = config.clone();
     let now = ctx.clock.now();
-    ctx.store
+    let result = ctx
+        .store
         .blocking(move |s| {
-            let mut digests: Vec<RecordDigest> = Vec::with_capacity(records.len());
+            let mut digests: Vec<RecordDigest> = Vec::with_capacity(page.len());
+            let mut keep: Vec<String> = Vec::new();
             let mut invalid = Vec::new();
-            for (i, record) in records.into_iter().enumerate() {
-                match detect::digest(record, i, &id_pointer, &ignore, &hasher) {
-                    Ok(d) => digests.push(d),
-                    Err(e) => invalid.push(e.to_string()),
+            let mut counts = PageCounts::default();
+            for (i, record) in page.records().enumerate() {
+                match digester.digest(record, i) {
+                    Ok(d) => match seen.see(&d.id, d.numeric) {
+                        Sighting::First => digests.push(d),
+                        Sighting::Duplicate => counts.duplicates += 1,
+                        Sighting::Collision => counts.collisions += 1,
+                    },
+                    Err(e) => match e.unhashable_id() {
+                        Some(id) => {
+                            counts.unhashable += 1;
+                            if let Sighting::First = seen.see(id, false) {
+                                keep.push(id.to_string());
+                            }
+                        }
+                        None => invalid.push(e.to_string()),
+                    },
                 }
             }
-            let counts = s.apply_page(&scan, &digests, emit, &config.webhooks, now)?;
-            Ok((counts, invalid))
+            drop(page);
+            let mut applied = s.apply_page(&scan, &digests, &keep, emit, &config.webhooks, now)?;
+            applied.duplicates += counts.duplicates;
+            applied.collisions += counts.collisions;
+            applied.unhashable += counts.unhashable;
+            Ok::<_, StoreError>(((applied, invalid), seen))
         })
-        .await
+        .await?;
+    Ok(result?)
 }
 
 #[cfg(test)]
@@ -246,8 +366,8 @@ mod tests {
         Resource {
             name: "hris_employees".into(),
             path: "/employees".into(),
-            records: String::new(),
-            id: "/id".into(),
+            records: crate::json::Pointer::default(),
+            id: crate::json::Pointer::parse("/id").unwrap(),
             pagination: Pagination::None,
             query: Vec::new(),
             headers: Vec::new(),
@@ -270,6 +390,9 @@ mod tests {
             last_success_started_at: Some(at("2026-11-23T10:00:00Z")),
             last_full_scan_at: Some(at("2026-11-23T00:00:00Z")),
             started_at: at("2026-11-23T10:10:00Z"),
+            known_before: 0,
+            first_baseline: false,
+            reshaped: false,
         }
     }
 
@@ -304,5 +427,16 @@ mod tests {
         );
         let day_later = at("2026-11-24T00:00:00Z");
         assert_eq!(incremental_since(&r, &scan(true, false), day_later), None);
+        // A clock that was a year ahead wrote these: not trusted, full scan.
+        let mut future = scan(true, false);
+        future.last_full_scan_at = Some(at("2027-11-23T00:00:00Z"));
+        assert_eq!(
+            incremental_since(&r, &future, now),
+            None,
+            "future full scan"
+        );
+        let mut future = scan(true, false);
+        future.last_success_started_at = Some(at("2027-11-23T00:00:00Z"));
+        assert_eq!(incremental_since(&r, &future, now), None, "future success");
     }
 }

@@ -96,7 +96,9 @@ impl Schedule {
     }
 
     /// When `account_id` is next due, given when its last poll started.
-    /// Never polled, or overdue: `now`.
+    /// Never polled, or overdue: `now`. A last start in the future (stored
+    /// by a clock that was wrong) counts as `now`, so a wrong clock never
+    /// postpones polling by more than one interval.
     pub fn next_due(
         &self,
         account_id: &str,
@@ -106,6 +108,7 @@ impl Schedule {
         let Some(last) = last_started else {
             return now;
         };
+        let last = last.min(now);
         let next = match self {
             Schedule::Every(interval) => next_slot(*interval, phase(account_id, *interval), last),
             Schedule::Cron(c) => c.after(&last).next().unwrap_or(DateTime::<Utc>::MAX_UTC),
@@ -155,6 +158,22 @@ mod tests {
         let now = t("2026-11-23T13:00:00Z");
         let last = t("2026-11-23T10:00:00Z");
         assert_eq!(Schedule::Every(HOUR).next_due("a", Some(last), now), now);
+    }
+
+    #[test]
+    fn a_last_poll_in_the_future_counts_as_now() {
+        let now = t("2026-11-23T10:00:00Z");
+        let a_year_ahead = t("2027-11-23T10:00:00Z");
+        for s in [
+            Schedule::Every(HOUR),
+            Schedule::cron("0 */15 * * * *", Duration::from_secs(300)).unwrap(),
+        ] {
+            let due = s.next_due("acme", Some(a_year_ahead), now);
+            assert!(
+                due > now && due <= now + chrono::Duration::hours(2),
+                "{s}: {due}"
+            );
+        }
     }
 
     #[test]

@@ -21,7 +21,9 @@ use crate::detect::{self, Change, DeleteDecision, Known, RecordDigest};
 use crate::events::{self, Action, Event, EventKind};
 
 mod outbox;
-pub use outbox::{AttemptRow, DeliveryFilter, DeliveryRow, Pruned, ReplaySelection, TestClaim};
+pub use outbox::{
+    AttemptRow, DeliveryFilter, DeliveryRow, Pruned, ReplaySelection, Replayed, TestClaim,
+};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` is the number
 /// applied so far.
@@ -113,7 +115,42 @@ CREATE TABLE meta (
     value TEXT NOT NULL
 );
 "#,
+    // The shape fingerprint of each resource (re-baseline on a change), and
+    // `cancelled` deliveries (their webhook left the config).
+    r#"
+ALTER TABLE poll_state ADD COLUMN shape TEXT;
+CREATE TABLE deliveries_v3 (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT NOT NULL UNIQUE,
+    event_id        TEXT NOT NULL REFERENCES events (id),
+    webhook_id      TEXT NOT NULL,
+    order_key       TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed', 'cancelled')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    last_status     INTEGER,
+    last_error      TEXT,
+    payload         TEXT NOT NULL
+);
+INSERT INTO deliveries_v3 SELECT * FROM deliveries;
+DROP TABLE deliveries;
+ALTER TABLE deliveries_v3 RENAME TO deliveries;
+CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
+CREATE INDEX deliveries_order ON deliveries (webhook_id, order_key, status, seq);
+CREATE INDEX deliveries_event ON deliveries (event_id);
+CREATE INDEX deliveries_retention ON deliveries (status, updated_at);
+"#,
 ];
+
+/// How long a writer waits for another writer before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// No retry is ever scheduled further ahead than this (the longest step,
+/// 10 h, plus its jitter, with room to spare); a pending delivery due later
+/// than now plus this was scheduled by a wrong clock and is due now.
+const MAX_RETRY_GAP_MS: i64 = 12 * 3600 * 1000;
 
 /// A storage failure, phrased for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -149,9 +186,27 @@ pub enum StoreError {
     )]
     WriteFailed { path: PathBuf, dir: PathBuf },
     #[error(
-        "database {path} is locked by another process (is another synthd running on this state_dir?)"
+        "database {path} stayed locked for {}s: another writer (a large commit of the running daemon, or another \
+         synthd on this state_dir) held it that long; try again, and if it persists check for a second synthd",
+        BUSY_TIMEOUT.as_secs()
     )]
     Locked { path: PathBuf },
+    #[error(
+        "state directory {path} is writable by other users (mode {mode:o}); another user could replace synthd's \
+         files: run `chmod go-w {path}` (synthd keeps it 0700)"
+    )]
+    InsecureDir { path: PathBuf, mode: u32 },
+    #[error(
+        "state directory {dir} belongs to uid {owner}, not to the user synthd runs as ({me}) or root; \
+         run `chown` on it or point daemon.state_dir elsewhere"
+    )]
+    ForeignDir { dir: PathBuf, owner: u32, me: u32 },
+    #[error(
+        "{path} is a symbolic link; refusing to follow it (move it away: synthd creates its own files)"
+    )]
+    Symlink { path: PathBuf },
+    #[error("internal error in the store (a bug; please report it): {0}")]
+    Internal(String),
     #[error(
         "database {path} is damaged ({detail}); restore it from a backup or move it away to start over"
     )]
@@ -198,43 +253,104 @@ impl StateLock {
     }
 }
 
-/// Opens (creating, mode 0600, never truncating) a file of the state
-/// directory.
+/// Opens (creating, mode 0600, never truncating, never through a symbolic
+/// link) a file of the state directory.
 fn open_private(path: &Path) -> Result<std::fs::File, StoreError> {
+    refuse_symlink(path)?;
     OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .map_err(|source| StoreError::Open {
+        .map_err(|source| match source.raw_os_error() {
+            Some(libc::ELOOP) => StoreError::Symlink {
+                path: path.to_path_buf(),
+            },
+            _ => StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            },
+        })
+}
+
+fn refuse_symlink(path: &Path) -> Result<(), StoreError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(StoreError::Symlink {
             path: path.to_path_buf(),
-            source,
-        })
-}
-
-fn ensure_dir(state_dir: &Path) -> Result<(), StoreError> {
-    if state_dir.is_dir() {
-        return Ok(());
+        }),
+        _ => Ok(()),
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)
-        .map_err(|source| StoreError::StateDir {
-            path: state_dir.to_path_buf(),
-            source,
-        })
 }
 
-/// Handle to the database. Cheap to clone; a single connection behind a
-/// mutex, because SQLite serialises writers anyway and our transactions are
-/// short (one page).
+/// Creates the state directory (0700) or checks an existing one the way
+/// OpenSSH checks `~/.ssh`: it must not be writable by group or others,
+/// and must belong to this user or root. (The directory itself may be a
+/// symbolic link to where the operator keeps it.)
+fn ensure_dir(state_dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    if !state_dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|source| StoreError::StateDir {
+                path: state_dir.to_path_buf(),
+                source,
+            })?;
+    }
+    let meta = std::fs::metadata(state_dir).map_err(|source| StoreError::StateDir {
+        path: state_dir.to_path_buf(),
+        source,
+    })?;
+    let mode = meta.mode() & 0o7777;
+    // A sticky directory writable by others (such as /tmp itself) still
+    // lets others create files; refuse it too.
+    if mode & 0o022 != 0 {
+        return Err(StoreError::InsecureDir {
+            path: state_dir.to_path_buf(),
+            mode,
+        });
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(StoreError::ForeignDir {
+            dir: state_dir.to_path_buf(),
+            owner: meta.uid(),
+            me,
+        });
+    }
+    Ok(())
+}
+
+/// Handle to the database. Cheap to clone. One writer connection behind a
+/// mutex (SQLite serialises writers anyway, and our transactions are one
+/// page), and a small pool of reader connections: in WAL mode a reader
+/// never waits for the writer, so `/healthz`, `status` and the delivery
+/// loop's queries are not held up by a big commit.
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
+}
+
+/// Readers kept open between uses.
+const READERS_KEPT: usize = 4;
+
+/// What a failed task said, for an internal error.
+pub fn panic_text(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a task panicked".into()),
+        Err(e) => e.to_string(),
+    }
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -253,9 +369,13 @@ impl Store {
         // Create the file ourselves so it is 0600 from the first byte; SQLite
         // gives the -wal and -shm files the same mode.
         open_private(&path)?;
+        for side in ["synthd.db-wal", "synthd.db-shm"] {
+            refuse_symlink(&state_dir.join(side))?;
+        }
         let conn = Connection::open(&path).map_err(|e| sql_error(&path, e))?;
         let store = Store {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::default(),
             path,
         };
         store.init()?;
@@ -276,9 +396,34 @@ impl Store {
         sql_error(&self.path, e)
     }
 
+    /// Runs a read on a reader connection (taken from the pool, or opened),
+    /// which sees the last committed state and never waits for the writer.
+    pub(crate) fn read<R>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
+    ) -> Result<R, StoreError> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open(&self.path).map_err(|e| self.err(e))?;
+                c.busy_timeout(BUSY_TIMEOUT).map_err(|e| self.err(e))?;
+                c.pragma_update(None, "query_only", true)
+                    .map_err(|e| self.err(e))?;
+                c
+            }
+        };
+        let result = f(&conn).map_err(|e| self.err(e));
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < READERS_KEPT {
+            pool.push(conn);
+        }
+        result
+    }
+
     fn init(&self) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        conn.busy_timeout(Duration::from_secs(5))
+        conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| sql_error(&self.path, e))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
@@ -310,15 +455,17 @@ impl Store {
         Ok(())
     }
 
-    /// Runs `f` on a blocking thread, for callers on the async runtime.
+    /// Runs `f` on a blocking thread, for callers on the async runtime. A
+    /// panic inside `f` (a bug) comes back as an error instead of taking
+    /// the caller down with it; any transaction it had open rolls back.
     pub async fn blocking<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> R + Send + 'static,
-    ) -> R {
+    ) -> Result<R, StoreError> {
         let store = self.clone();
         tokio::task::spawn_blocking(move || f(&store))
             .await
-            .expect("store task panicked")
+            .map_err(|e| StoreError::Internal(panic_text(e)))
     }
 
     // -----------------------------------------------------------------------
@@ -433,49 +580,94 @@ impl Store {
     // Polls
     // -----------------------------------------------------------------------
 
-    /// Starts a scan: bumps the scan sequence and records the start time.
+    /// Starts a scan: bumps the scan sequence, records the start time and
+    /// counts the records known before it. When the resource's `shape`
+    /// (how records become ids and hashes) differs from the stored one, the
+    /// resource re-baselines: this scan is silent, as its first was.
     pub fn begin_scan(
         &self,
         account_id: &str,
         resource: &str,
+        shape: &str,
         now: DateTime<Utc>,
     ) -> Result<ScanStart, StoreError> {
-        let conn = self.lock();
-        conn.execute(
-            "INSERT INTO poll_state (account_id, resource, scan_seq, last_started_at)
-             VALUES (?1, ?2, 1, ?3)
+        let mut conn = self.lock();
+        // IMMEDIATE: this transaction writes, and a deferred one that read
+        // first could not wait for another writer (SQLite would refuse at
+        // once rather than risk a deadlock).
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let stored_shape: Option<Option<String>> = tx
+            .query_row(
+                "SELECT shape FROM poll_state WHERE account_id = ?1 AND resource = ?2",
+                params![account_id, resource],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        // A database from before shapes were stored has none: record it
+        // without re-baselining.
+        let reshaped = matches!(&stored_shape, Some(Some(old)) if old != shape);
+        tx.execute(
+            "INSERT INTO poll_state (account_id, resource, scan_seq, last_started_at, shape)
+             VALUES (?1, ?2, 1, ?3, ?4)
              ON CONFLICT (account_id, resource)
-             DO UPDATE SET scan_seq = scan_seq + 1, last_started_at = ?3",
-            params![account_id, resource, ms(now)],
+             DO UPDATE SET scan_seq = scan_seq + 1, last_started_at = ?3, shape = ?4",
+            params![account_id, resource, ms(now), shape],
         )
         .map_err(|e| self.err(e))?;
-        conn.query_row(
-            "SELECT scan_seq, baseline_done, held_scan, last_success_started_at, last_full_scan_at
-             FROM poll_state WHERE account_id = ?1 AND resource = ?2",
-            params![account_id, resource],
-            |r| {
-                Ok(ScanStart {
-                    account_id: account_id.to_string(),
-                    resource: resource.to_string(),
-                    scan: r.get(0)?,
-                    baseline_done: r.get::<_, i64>(1)? != 0,
-                    held: r.get::<_, Option<i64>>(2)?.is_some(),
-                    last_success_started_at: r.get::<_, Option<i64>>(3)?.map(from_ms),
-                    last_full_scan_at: r.get::<_, Option<i64>>(4)?.map(from_ms),
-                    started_at: now,
-                })
-            },
-        )
-        .map_err(|e| self.err(e))
+        if reshaped {
+            tx.execute(
+                "UPDATE poll_state SET baseline_done = 0, held_scan = NULL
+                 WHERE account_id = ?1 AND resource = ?2",
+                params![account_id, resource],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        let known_before: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM records WHERE account_id = ?1 AND resource = ?2",
+                params![account_id, resource],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        let start = tx
+            .query_row(
+                "SELECT scan_seq, baseline_done, held_scan, last_success_started_at, last_full_scan_at
+                 FROM poll_state WHERE account_id = ?1 AND resource = ?2",
+                params![account_id, resource],
+                |r| {
+                    let last_full_scan_at = r.get::<_, Option<i64>>(4)?.map(from_ms);
+                    Ok(ScanStart {
+                        account_id: account_id.to_string(),
+                        resource: resource.to_string(),
+                        scan: r.get(0)?,
+                        baseline_done: r.get::<_, i64>(1)? != 0,
+                        held: r.get::<_, Option<i64>>(2)?.is_some(),
+                        last_success_started_at: r.get::<_, Option<i64>>(3)?.map(from_ms),
+                        first_baseline: last_full_scan_at.is_none(),
+                        last_full_scan_at,
+                        started_at: now,
+                        known_before: known_before as u64,
+                        reshaped,
+                    })
+                },
+            )
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(start)
     }
 
     /// Applies one page of digests: new and changed hashes, their events and
-    /// deliveries, in one transaction. `emit` is false during the silent
-    /// baseline.
+    /// deliveries, in one transaction. `keep` are ids seen on the page whose
+    /// records could not be hashed: they count as seen, with their old hash.
+    /// `emit` is false during a silent baseline.
     pub fn apply_page(
         &self,
         scan: &ScanStart,
         digests: &[RecordDigest],
+        keep: &[String],
         emit: bool,
         webhooks: &[Webhook],
         now: DateTime<Utc>,
@@ -502,13 +694,17 @@ impl Store {
                 let known: Option<Known> = select
                     .query_row(params![scan.account_id, scan.resource, d.id], |r| {
                         let hash: Vec<u8> = r.get(0)?;
-                        Ok(Known {
-                            hash: hash.try_into().unwrap_or([0; 32]),
-                            seen_scan: r.get(1)?,
-                        })
+                        Ok((hash, r.get::<_, i64>(1)?))
                     })
                     .optional()
-                    .map_err(|e| self.err(e))?;
+                    .map_err(|e| self.err(e))?
+                    .map(|(hash, seen_scan)| {
+                        Ok::<_, StoreError>(Known {
+                            hash: stored_hash(&self.path, &d.id, hash)?,
+                            seen_scan,
+                        })
+                    })
+                    .transpose()?;
                 let change = detect::classify(known, &d.hash, scan.scan);
                 let action = match change {
                     Change::Duplicate => {
@@ -541,6 +737,17 @@ impl Store {
                     insert_event(&tx, &event, webhooks, now).map_err(|e| self.err(e))?;
                 }
             }
+            let mut touch = tx
+                .prepare_cached(
+                    "UPDATE records SET seen_scan = ?4
+                     WHERE account_id = ?1 AND resource = ?2 AND record_id = ?3",
+                )
+                .map_err(|e| self.err(e))?;
+            for id in keep {
+                touch
+                    .execute(params![scan.account_id, scan.resource, id, scan.scan])
+                    .map_err(|e| self.err(e))?;
+            }
         }
         tx.commit().map_err(|e| self.err(e))?;
         Ok(counts)
@@ -561,16 +768,20 @@ impl Store {
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let mut end = ScanEnd::default();
         if full {
-            let (known, missing): (i64, i64) = tx
+            // Missing: known before this scan and not seen by it. Ids new in
+            // this scan were seen, so they are neither missing nor counted
+            // as known: a scan that swaps every id for a new one is still a
+            // mass deletion.
+            let missing: i64 = tx
                 .query_row(
-                    "SELECT COUNT(*), COALESCE(SUM(seen_scan != ?3), 0) FROM records
-                     WHERE account_id = ?1 AND resource = ?2",
+                    "SELECT COUNT(*) FROM records
+                     WHERE account_id = ?1 AND resource = ?2 AND seen_scan != ?3",
                     params![scan.account_id, scan.resource, scan.scan],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| r.get(0),
                 )
                 .map_err(|e| self.err(e))?;
             let decision = if emit {
-                detect::deletion_decision(known as u64, missing as u64, scan.held)
+                detect::deletion_decision(scan.known_before, missing as u64, scan.held)
             } else {
                 DeleteDecision::Apply
             };
@@ -625,23 +836,23 @@ impl Store {
 
     /// When each account's most recent poll (of any resource) started.
     pub fn last_poll_starts(&self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
-        let conn = self.lock();
-        let mut st = conn
-            .prepare(
+        self.read(|conn| {
+            let mut st = conn.prepare(
                 "SELECT account_id, MIN(last_started_at) FROM poll_state
                  WHERE last_started_at IS NOT NULL GROUP BY account_id",
-            )
-            .map_err(|e| self.err(e))?;
-        st.query_map([], |r| Ok((r.get::<_, String>(0)?, from_ms(r.get(1)?))))
-            .and_then(|rows| rows.collect())
-            .map_err(|e| self.err(e))
+            )?;
+            st.query_map([], |r| Ok((r.get::<_, String>(0)?, from_ms(r.get(1)?))))
+                .and_then(|rows| rows.collect())
+        })
     }
 
     // -----------------------------------------------------------------------
     // Deliveries
     // -----------------------------------------------------------------------
 
-    /// Pending deliveries whose time has come, oldest first, for the given
+    /// Pending deliveries whose time has come (or whose time lies further
+    /// ahead than any retry is ever scheduled: written by a clock that was
+    /// wrong), oldest first, for the given
     /// webhooks, skipping any whose earlier event for the same record is
     /// still pending for the same webhook (per-record order).
     pub fn due_deliveries(
@@ -653,12 +864,13 @@ impl Store {
         if webhook_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let conn = self.lock();
-        let placeholders = vec!["?"; webhook_ids.len()].join(",");
-        let sql = format!(
-            "SELECT d.id, d.event_id, d.webhook_id, d.attempts, d.payload
+        self.read(|conn| {
+            let placeholders = vec!["?"; webhook_ids.len()].join(",");
+            let sql = format!(
+                "SELECT d.id, d.event_id, d.webhook_id, d.attempts, d.payload
              FROM deliveries d
-             WHERE d.status = 'pending' AND d.next_attempt_at <= ?
+             WHERE d.status = 'pending'
+               AND (d.next_attempt_at <= ?1 OR d.next_attempt_at > ?1 + {MAX_RETRY_GAP_MS})
                AND d.webhook_id IN ({placeholders})
                AND NOT EXISTS (
                    SELECT 1 FROM deliveries p
@@ -666,26 +878,26 @@ impl Store {
                      AND p.status = 'pending' AND p.seq < d.seq)
              ORDER BY d.next_attempt_at, d.seq
              LIMIT ?"
-        );
-        let mut st = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let mut values: Vec<rusqlite::types::Value> = vec![ms(now).into()];
-        values.extend(
-            webhook_ids
-                .iter()
-                .map(|w| rusqlite::types::Value::from(w.to_string())),
-        );
-        values.push((limit as i64).into());
-        st.query_map(rusqlite::params_from_iter(values), |r| {
-            Ok(DueDelivery {
-                id: r.get(0)?,
-                event_id: r.get(1)?,
-                webhook_id: r.get(2)?,
-                attempts_made: r.get::<_, i64>(3)? as u32,
-                payload: r.get(4)?,
+            );
+            let mut st = conn.prepare_cached(&sql)?;
+            let mut values: Vec<rusqlite::types::Value> = vec![ms(now).into()];
+            values.extend(
+                webhook_ids
+                    .iter()
+                    .map(|w| rusqlite::types::Value::from(w.to_string())),
+            );
+            values.push((limit as i64).into());
+            st.query_map(rusqlite::params_from_iter(values), |r| {
+                Ok(DueDelivery {
+                    id: r.get(0)?,
+                    event_id: r.get(1)?,
+                    webhook_id: r.get(2)?,
+                    attempts_made: r.get::<_, i64>(3)? as u32,
+                    payload: r.get(4)?,
+                })
             })
+            .and_then(|rows| rows.collect())
         })
-        .and_then(|rows| rows.collect())
-        .map_err(|e| self.err(e))
     }
 
     /// The earliest time any pending delivery becomes due, to sleep until.
@@ -700,14 +912,14 @@ impl Store {
 
     /// The smallest value of a time column among pending deliveries.
     fn earliest_pending(&self, column: &'static str) -> Result<Option<DateTime<Utc>>, StoreError> {
-        self.lock()
-            .query_row(
+        self.read(|conn| {
+            conn.query_row(
                 &format!("SELECT MIN({column}) FROM deliveries WHERE status = 'pending'"),
                 [],
                 |r| r.get::<_, Option<i64>>(0),
             )
             .map(|v| v.map(from_ms))
-            .map_err(|e| self.err(e))
+        })
     }
 
     // -----------------------------------------------------------------------
@@ -715,39 +927,38 @@ impl Store {
     // -----------------------------------------------------------------------
 
     pub fn delivery_counts(&self) -> Result<DeliveryCounts, StoreError> {
-        let conn = self.lock();
-        let mut counts = DeliveryCounts::default();
-        let mut st = conn
-            .prepare("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| self.err(e))?;
-        for (status, n) in rows {
-            match status.as_str() {
-                "pending" => counts.pending = n as u64,
-                "delivered" => counts.delivered = n as u64,
-                _ => counts.failed = n as u64,
+        self.read(|conn| {
+            let mut counts = DeliveryCounts::default();
+            let mut st = conn.prepare("SELECT status, COUNT(*) FROM deliveries GROUP BY status")?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())?;
+            for (status, n) in rows {
+                match status.as_str() {
+                    "pending" => counts.pending = n as u64,
+                    "delivered" => counts.delivered = n as u64,
+                    "cancelled" => counts.cancelled = n as u64,
+                    _ => counts.failed = n as u64,
+                }
             }
-        }
-        Ok(counts)
+            Ok(counts)
+        })
     }
 
     /// (resources whose last poll succeeded, resources whose last poll failed).
     pub fn poll_health(&self) -> Result<(u64, u64), StoreError> {
-        self.lock()
-            .query_row(
+        self.read(|conn| {
+            conn.query_row(
                 "SELECT COALESCE(SUM(consecutive_failures = 0), 0), COALESCE(SUM(consecutive_failures > 0), 0)
                  FROM poll_state",
                 [],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
             )
-            .map_err(|e| self.err(e))
+        })
     }
 
     pub fn poll_status(&self) -> Result<Vec<PollStatus>, StoreError> {
-        let conn = self.lock();
+        self.read(|conn| {
         let mut st = conn
             .prepare(
                 "SELECT p.account_id, p.resource, p.last_started_at, p.last_success_at, p.last_error,
@@ -755,7 +966,7 @@ impl Store {
                         (SELECT COUNT(*) FROM records r WHERE r.account_id = p.account_id AND r.resource = p.resource)
                  FROM poll_state p ORDER BY p.account_id, p.resource",
             )
-            .map_err(|e| self.err(e))?;
+            ?;
         st.query_map([], |r| {
             Ok(PollStatus {
                 account_id: r.get(0)?,
@@ -769,8 +980,19 @@ impl Store {
             })
         })
         .and_then(|rows| rows.collect())
-        .map_err(|e| self.err(e))
+        })
     }
+}
+
+/// A stored hash is 32 bytes; anything else is corruption, not a change.
+fn stored_hash(path: &Path, id: &str, bytes: Vec<u8>) -> Result<detect::Hash, StoreError> {
+    bytes.try_into().map_err(|b: Vec<u8>| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail: format!(
+            "the stored hash of record {id:?} is {} bytes, not 32",
+            b.len()
+        ),
+    })
 }
 
 fn record_event(scan: &ScanStart, action: Action, record_id: &str, now: DateTime<Utc>) -> Event {
@@ -935,6 +1157,12 @@ pub struct ScanStart {
     pub last_success_started_at: Option<DateTime<Utc>>,
     pub last_full_scan_at: Option<DateTime<Utc>>,
     pub started_at: DateTime<Utc>,
+    /// Records known when the scan began (the mass-deletion guard's base).
+    pub known_before: u64,
+    /// No complete scan ever finished: this is the very first baseline.
+    pub first_baseline: bool,
+    /// The resource's shape changed, so this scan re-baselines.
+    pub reshaped: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -943,15 +1171,8 @@ pub struct PageCounts {
     pub created: u64,
     pub updated: u64,
     pub duplicates: u64,
-}
-
-impl std::ops::AddAssign for PageCounts {
-    fn add_assign(&mut self, o: Self) {
-        self.records += o.records;
-        self.created += o.created;
-        self.updated += o.updated;
-        self.duplicates += o.duplicates;
-    }
+    pub collisions: u64,
+    pub unhashable: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -993,6 +1214,8 @@ pub struct DeliveryCounts {
     pub pending: u64,
     pub delivered: u64,
     pub failed: u64,
+    /// Their webhook left the config.
+    pub cancelled: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -1014,6 +1237,7 @@ mod tests {
     fn digests(ids: std::ops::Range<u32>, version: u8) -> Vec<RecordDigest> {
         ids.map(|i| RecordDigest {
             id: i.to_string(),
+            numeric: true,
             hash: [version; 32],
         })
         .collect()
@@ -1022,9 +1246,9 @@ mod tests {
     /// One complete scan; returns what it did.
     fn scan(store: &Store, records: &[RecordDigest]) -> (PageCounts, ScanEnd) {
         let now = Utc::now();
-        let s = store.begin_scan("a", "r", now).unwrap();
+        let s = store.begin_scan("a", "r", "shape", now).unwrap();
         let emit = s.baseline_done;
-        let counts = store.apply_page(&s, records, emit, &[], now).unwrap();
+        let counts = store.apply_page(&s, records, &[], emit, &[], now).unwrap();
         (counts, store.finish_scan(&s, true, emit, &[], now).unwrap())
     }
 
@@ -1049,6 +1273,7 @@ mod tests {
         next[0].hash = [2; 32];
         next.push(RecordDigest {
             id: "9".into(),
+            numeric: true,
             hash: [1; 32],
         });
         let (counts, end) = scan(&store, &next);
@@ -1068,7 +1293,7 @@ mod tests {
         let (_, end) = scan(&store, &digests(0..10, 1));
         assert_eq!((end.deleted, end.held), (0, 30));
         // A failed scan in between resets the hold.
-        let s = store.begin_scan("a", "r", Utc::now()).unwrap();
+        let s = store.begin_scan("a", "r", "shape", Utc::now()).unwrap();
         store.fail_scan(&s, "boom", Utc::now()).unwrap();
         let (_, end) = scan(&store, &digests(0..10, 1));
         assert_eq!((end.deleted, end.held), (0, 30));

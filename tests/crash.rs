@@ -363,7 +363,17 @@ impl Checker {
     fn learn(&mut self, world: &World) {
         for (id, vs) in &world.epoch_versions {
             for v in vs {
-                let hash = self.hasher.hash(&record_json(id, *v));
+                let text = record_json(id, *v).to_string();
+                let hash = synthd::detect::Digester::new(
+                    synthd::detect::Shape {
+                        id: synthd::json::Pointer::parse("/id").unwrap(),
+                        ignore: Vec::new(),
+                    },
+                    self.hasher.clone(),
+                )
+                .digest(&text, 0)
+                .unwrap()
+                .hash;
                 self.versions.insert(hash, (id.clone(), *v));
             }
         }

@@ -284,7 +284,7 @@ async fn changes_become_exactly_the_right_signed_events() {
     assert_eq!(s["polls"][0]["records"], 3, "{s}");
     assert_eq!(
         s["deliveries"],
-        json!({"pending": 0, "delivered": 4, "failed": 0})
+        json!({"pending": 0, "delivered": 4, "failed": 0, "cancelled": 0})
     );
 
     env.assert_no_leaks(&forbidden(&served, &[TOKEN, HOOK_TOKEN]));
@@ -518,7 +518,7 @@ async fn a_failing_receiver_leaves_the_delivery_pending_for_5s() {
     s.assert_code(0);
     assert_eq!(
         s.json()["deliveries"],
-        json!({"pending": 1, "delivered": 0, "failed": 0})
+        json!({"pending": 1, "delivered": 0, "failed": 0, "cancelled": 0})
     );
 
     // Not due yet: another sync does not send it.

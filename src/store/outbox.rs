@@ -68,6 +68,16 @@ pub enum TestClaim {
     TooSoon(Duration),
 }
 
+/// What a replay did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replayed {
+    pub queued: u64,
+    /// Their webhook is disabled or gone.
+    pub skipped: u64,
+    /// A delivery of that event to that webhook is already pending.
+    pub already_pending: u64,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
     pub deliveries: u64,
@@ -153,9 +163,12 @@ impl Store {
             )
             .map_err(|e| self.err(e))?;
         } else {
+            // A failing_since in the future was written by a wrong clock:
+            // the streak starts now instead.
             tx.execute(
                 "INSERT INTO webhook_state (webhook_id, failing_since) VALUES (?1, ?2)
-                 ON CONFLICT (webhook_id) DO UPDATE SET failing_since = COALESCE(failing_since, ?2)",
+                 ON CONFLICT (webhook_id) DO UPDATE SET failing_since =
+                     CASE WHEN failing_since IS NULL OR failing_since > ?2 THEN ?2 ELSE failing_since END",
                 params![webhook_id, at],
             )
             .map_err(|e| self.err(e))?;
@@ -279,7 +292,9 @@ impl Store {
             .map_err(|e| self.err(e))?
             .flatten();
         let gap = min_gap.as_millis() as i64;
+        // A last test in the future was written by a wrong clock: ignore it.
         if let Some(last) = last
+            && last <= ms(now)
             && ms(now) - last < gap
         {
             let wait = (last + gap - ms(now)).max(0) as u64;
@@ -418,14 +433,15 @@ impl Store {
 
     /// Queues the selected events again: one new pending delivery per
     /// (event, webhook) pair among the matching deliveries, same event id and
-    /// payload. Webhooks missing from `webhooks` or disabled are skipped.
-    /// Returns (queued, skipped).
+    /// payload. Webhooks missing from `webhooks` or disabled are skipped, and
+    /// so is a pair that already has a pending delivery (replaying twice
+    /// queues it once).
     pub fn replay(
         &self,
         sel: &ReplaySelection,
         webhooks: &[Webhook],
         now: DateTime<Utc>,
-    ) -> Result<(u64, u64), StoreError> {
+    ) -> Result<Replayed, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let picked: Vec<(String, String, String, String)> = {
@@ -457,10 +473,22 @@ impl Store {
             .and_then(|rows| rows.collect())
             .map_err(|e| self.err(e))?
         };
-        let (mut queued, mut skipped) = (0, 0);
+        let mut done = Replayed::default();
         for (event_id, webhook_id, order_key, payload) in picked {
             if !webhooks.iter().any(|w| w.id == webhook_id && w.enabled) {
-                skipped += 1;
+                done.skipped += 1;
+                continue;
+            }
+            let pending: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM deliveries
+                     WHERE event_id = ?1 AND webhook_id = ?2 AND status = 'pending')",
+                    params![event_id, webhook_id],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.err(e))?;
+            if pending {
+                done.already_pending += 1;
                 continue;
             }
             tx.execute(
@@ -470,10 +498,54 @@ impl Store {
                 params![new_delivery_id(), event_id, webhook_id, order_key, ms(now), payload],
             )
             .map_err(|e| self.err(e))?;
-            queued += 1;
+            done.queued += 1;
         }
         tx.commit().map_err(|e| self.err(e))?;
-        Ok((queued, skipped))
+        Ok(done)
+    }
+
+    /// Cancels the pending deliveries of webhooks no longer in the config
+    /// (they would otherwise wait forever). Returns how many.
+    pub fn cancel_orphans(
+        &self,
+        webhook_ids: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        let placeholders = vec!["?"; webhook_ids.len()].join(",");
+        let keep = if webhook_ids.is_empty() {
+            String::new()
+        } else {
+            format!("AND webhook_id NOT IN ({placeholders})")
+        };
+        let sql = format!(
+            "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, updated_at = ?,
+                 last_error = 'webhook removed from the config'
+             WHERE status = 'pending' {keep}"
+        );
+        let mut values: Vec<rusqlite::types::Value> = vec![ms(now).into()];
+        values.extend(
+            webhook_ids
+                .iter()
+                .map(|w| rusqlite::types::Value::from(w.clone())),
+        );
+        // Look before writing: a start with nothing to cancel must not need
+        // a writable database.
+        let count_sql = format!("SELECT COUNT(*) FROM deliveries WHERE status = 'pending' {keep}");
+        let orphans: i64 = conn
+            .query_row(
+                &count_sql,
+                rusqlite::params_from_iter(values.iter().skip(1)),
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        if orphans == 0 {
+            return Ok(0);
+        }
+        let n = conn
+            .execute(&sql, rusqlite::params_from_iter(values))
+            .map_err(|e| self.err(e))?;
+        Ok(n as u64)
     }
 
     /// Deletes one batch of deliveries (and their attempts) past retention,

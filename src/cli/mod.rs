@@ -16,8 +16,10 @@ use crate::config::{self, Config, ConfigError};
 use crate::daemon::{self, Engine, RunOptions};
 use crate::logging::{self, Target};
 use crate::poll;
-use crate::redact::redact_url;
+use crate::redact::{printable, redact_url};
 use crate::store::Store;
+
+pub mod out;
 
 /// Synthetic webhooks for APIs that have none: poll, hash, detect, deliver.
 #[derive(Debug, Parser)]
@@ -168,22 +170,24 @@ pub fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("synthd: cannot start the async runtime: {e}");
+            out::error(&format!("synthd: cannot start the async runtime: {e}"));
             return ExitCode::from(1);
         }
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(Failure::Config(e)) => {
-            eprintln!("synthd: config error: {e}");
+            for line in e.lines() {
+                out::error(&format!("synthd: config error: {line}"));
+            }
             ExitCode::from(2)
         }
         Err(Failure::Usage(e)) => {
-            eprintln!("synthd: {e}");
+            out::error(&format!("synthd: {e}"));
             ExitCode::from(2)
         }
         Err(Failure::Runtime(e)) => {
-            eprintln!("synthd: {e}");
+            out::error(&format!("synthd: {e}"));
             ExitCode::from(1)
         }
     }
@@ -193,7 +197,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     let path = config::config_path(cli.config);
     match cli.command {
         Command::Secret => {
-            println!("{}", crate::signing::new_secret());
+            crate::outln!("{}", crate::signing::new_secret());
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => check(&path),
@@ -255,10 +259,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
 
 fn check(path: &std::path::Path) -> Result<ExitCode, Failure> {
     let config = config::load(path)?;
-    println!("config {} is valid", path.display());
-    print!("{}", describe_plan(&config));
+    crate::outln!("config {} is valid", path.display());
+    crate::out!("{}", describe_plan(&config));
     for w in daemon::plan_warnings(&config) {
-        println!("warning: {w}");
+        crate::outln!("warning: {w}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -308,7 +312,7 @@ pub fn describe_plan(config: &Config) -> String {
             out,
             "  {} -> {} events [{}] for {}; {} secret(s); timeout {}{}",
             w.id,
-            redact_url(&w.url),
+            w.shown_url(),
             events.join(", "),
             accounts,
             w.secrets.len(),
@@ -322,6 +326,7 @@ pub fn describe_plan(config: &Config) -> String {
 async fn run(path: PathBuf) -> Result<ExitCode, Failure> {
     let config = config::load(&path)?;
     logging::init(config.daemon.log_format, Target::Stdout, "info");
+    raise_fd_limit();
     let _lock = crate::store::StateLock::acquire(&config.daemon.state_dir)?;
     let store = Store::open(&config.daemon.state_dir)?;
     let engine = Engine::new(store, &config, Arc::new(SystemClock));
@@ -337,6 +342,31 @@ async fn run(path: PathBuf) -> Result<ExitCode, Failure> {
     )
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Raises the soft limit on open files to the hard limit (the unit file
+/// sets a generous one): each webhook and provider host holds sockets, and
+/// running out of descriptors would fail deliveries and even a reload.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write and read only the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let wanted = lim.rlim_max;
+        lim.rlim_cur = wanted;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            tracing::warn!(
+                "cannot raise the open-files limit; set LimitNOFILE= in the unit if deliveries fail with 'too many open files'"
+            );
+        } else {
+            tracing::debug!(limit = wanted, "raised the open-files limit");
+        }
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -418,11 +448,11 @@ async fn sync(
     lines.sort_by(|a, b| (&a.account, &a.resource).cmp(&(&b.account, &b.resource)));
     if json {
         let out = serde_json::json!({ "polls": lines, "deliveries": pass });
-        println!("{out}");
+        crate::outln!("{out}");
     } else {
         for l in &lines {
             match (&l.summary, &l.error) {
-                (Some(s), _) => println!(
+                (Some(s), _) => crate::outln!(
                     "{}/{}: {} records, {} created, {} updated, {} deleted{}{} ({}, {} pages, {} ms)",
                     l.account,
                     l.resource,
@@ -435,10 +465,10 @@ async fn sync(
                     } else {
                         String::new()
                     },
-                    if s.baseline {
-                        " [baseline: no events]"
-                    } else {
-                        ""
+                    match (s.baseline, s.emitted) {
+                        (true, false) => " [baseline: no events]",
+                        (true, true) => " [first poll: events sent, emit_initial = true]",
+                        _ => "",
                     },
                     if s.full_scan {
                         "full scan"
@@ -448,13 +478,18 @@ async fn sync(
                     s.pages,
                     l.duration_ms
                 ),
-                (None, Some(e)) => println!("{}/{}: FAILED: {e}", l.account, l.resource),
+                (None, Some(e)) => {
+                    crate::outln!("{}/{}: FAILED: {}", l.account, l.resource, printable(e))
+                }
                 (None, None) => {}
             }
         }
-        println!(
+        crate::outln!(
             "deliveries: {} attempted, {} delivered, {} to retry, {} failed",
-            pass.attempted, pass.delivered, pass.retrying, pass.failed
+            pass.attempted,
+            pass.delivered,
+            pass.retrying,
+            pass.failed
         );
     }
     Ok(if all_ok {
@@ -494,7 +529,7 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
                 v
             })
             .collect();
-        println!(
+        crate::outln!(
             "{}",
             serde_json::json!({
                 "polls": rows,
@@ -509,7 +544,7 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
             })
         };
         for p in &polls {
-            println!(
+            crate::outln!(
                 "{}/{}: {} records; last poll {}; last success {}; next poll {}{}",
                 p.account_id,
                 p.resource,
@@ -519,15 +554,18 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
                 fmt(next_poll(&p.account_id, p.last_started_at)),
                 p.last_error
                     .as_ref()
-                    .map_or(String::new(), |e| format!("; last error: {e}"))
+                    .map_or(String::new(), |e| format!("; last error: {}", printable(e)))
             );
         }
-        println!(
-            "deliveries: {} pending, {} delivered, {} failed",
-            counts.pending, counts.delivered, counts.failed
+        crate::outln!(
+            "deliveries: {} pending, {} delivered, {} failed, {} cancelled",
+            counts.pending,
+            counts.delivered,
+            counts.failed,
+            counts.cancelled
         );
         for (id, at) in &paused {
-            println!(
+            crate::outln!(
                 "webhook {id}: PAUSED since {} after 5 days of failures; `synthd webhook resume {id}` once the receiver is fixed",
                 fmt(Some(*at))
             );
@@ -572,15 +610,21 @@ fn list_deliveries(
     let store = open_existing(&config)?;
     let rows = store.list_deliveries(filter)?;
     if json {
-        println!("{}", serde_json::to_string(&rows).unwrap_or_default());
+        crate::outln!("{}", serde_json::to_string(&rows).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    crate::outln!(
         "{:<30} {:<30} {:<28} {:<16} {:<9} {:>8} {:>5}  UPDATED",
-        "DELIVERY", "EVENT", "TYPE", "WEBHOOK", "STATUS", "ATTEMPTS", "LAST"
+        "DELIVERY",
+        "EVENT",
+        "TYPE",
+        "WEBHOOK",
+        "STATUS",
+        "ATTEMPTS",
+        "LAST"
     );
     for r in &rows {
-        println!(
+        crate::outln!(
             "{:<30} {:<30} {:<28} {:<16} {:<9} {:>8} {:>5}  {}",
             r.id,
             r.event_id,
@@ -593,7 +637,7 @@ fn list_deliveries(
         );
     }
     if rows.is_empty() {
-        println!("(no deliveries match)");
+        crate::outln!("(no deliveries match)");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -611,7 +655,7 @@ fn show_delivery(path: &std::path::Path, id: &str, json: bool) -> Result<ExitCod
         .iter()
         .find(|w| w.id == row.webhook_id)
         .map_or("(webhook no longer in the config)".to_string(), |w| {
-            redact_url(&w.url)
+            w.shown_url()
         });
     if json {
         let out = serde_json::json!({
@@ -620,40 +664,47 @@ fn show_delivery(path: &std::path::Path, id: &str, json: bool) -> Result<ExitCod
             "payload": payload,
             "attempts": attempts,
         });
-        println!("{out}");
+        crate::outln!("{out}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("delivery  {}", row.id);
-    println!("event     {} ({})", row.event_id, row.event_type);
-    println!("webhook   {} -> {url}", row.webhook_id);
+    crate::outln!("delivery  {}", row.id);
+    crate::outln!("event     {} ({})", row.event_id, row.event_type);
+    crate::outln!("webhook   {} -> {url}", row.webhook_id);
     let next = row
         .next_attempt_at
         .map_or(String::new(), |t| format!("; next attempt {}", time(t)));
-    println!(
+    crate::outln!(
         "status    {} after {} attempt(s){next}",
-        row.status, row.attempts
+        row.status,
+        row.attempts
     );
-    println!("created   {}", time(row.created_at));
-    println!("payload   {payload}");
-    println!("attempts:");
+    crate::outln!("created   {}", time(row.created_at));
+    crate::outln!("payload   {payload}");
+    crate::outln!("attempts:");
     if attempts.is_empty() {
-        println!("  (none yet)");
+        crate::outln!("  (none yet)");
     }
     for a in &attempts {
         let outcome = match (a.status_code, &a.error) {
             (Some(code), None) => format!("HTTP {code}"),
             (Some(code), Some(_)) => format!("HTTP {code} (failure)"),
-            (None, Some(e)) => format!("{}: {e}", a.error_kind.as_deref().unwrap_or("error")),
+            (None, Some(e)) => format!(
+                "{}: {}",
+                a.error_kind.as_deref().unwrap_or("error"),
+                printable(e)
+            ),
             (None, None) => "no response".into(),
         };
-        println!(
+        crate::outln!(
             "  #{} {} {outcome} in {} ms",
             a.attempt,
             time(a.started_at),
             a.duration_ms
         );
         if let Some(body) = &a.response_body {
-            println!("     response: {}", body.replace('\n', " "));
+            // The receiver wrote this: escape anything that could drive
+            // the terminal.
+            crate::outln!("     response: {}", printable(body));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -668,20 +719,27 @@ fn replay(
         find_webhook(&config, w)?;
     }
     let store = open_existing(&config)?;
-    let (queued, skipped) = store.replay(sel, &config.webhooks, Utc::now())?;
-    println!("queued {queued} deliveries for replay");
+    let done = store.replay(sel, &config.webhooks, Utc::now())?;
+    let (queued, skipped) = (done.queued, done.skipped);
+    crate::outln!("queued {queued} deliveries for replay");
     if skipped > 0 {
-        println!("skipped {skipped}: their webhook is disabled or no longer in the config");
+        crate::outln!("skipped {skipped}: their webhook is disabled or no longer in the config");
     }
-    if queued == 0 && skipped == 0 {
+    if done.already_pending > 0 {
+        crate::outln!(
+            "skipped {}: a delivery of that event to that webhook is already pending",
+            done.already_pending
+        );
+    }
+    if queued == 0 && skipped == 0 && done.already_pending == 0 {
         if let Some(e) = &sel.event_id {
             return Err(Failure::Runtime(format!(
                 "no deliveries of event {e:?} to replay"
             )));
         }
-        println!("nothing matched");
+        crate::outln!("nothing matched");
     } else if queued > 0 {
-        println!("the running daemon sends them within 30 s (or run `synthd sync`)");
+        crate::outln!("the running daemon sends them within 30 s (or run `synthd sync`)");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -695,27 +753,27 @@ async fn webhook_test(path: &std::path::Path, id: &str) -> Result<ExitCode, Fail
     let attempt = crate::deliver::test_send(&store, &sender, webhook, Utc::now())
         .await
         .map_err(|e| Failure::Runtime(e.to_string()))?;
-    let url = redact_url(&webhook.url);
+    let url = webhook.shown_url();
     match (attempt.status_code, &attempt.error) {
         (Some(code), _) if (200..300).contains(&code) => {
-            println!(
+            crate::outln!(
                 "webhook {id} ({url}): HTTP {code} in {} ms",
                 attempt.duration_ms
             );
             Ok(ExitCode::SUCCESS)
         }
         (Some(code), _) => {
-            println!(
+            crate::outln!(
                 "webhook {id} ({url}): HTTP {code} in {} ms (not 2xx: failure)",
                 attempt.duration_ms
             );
             Ok(ExitCode::from(1))
         }
         (None, e) => {
-            println!(
+            crate::outln!(
                 "webhook {id} ({url}): failed after {} ms: {}",
                 attempt.duration_ms,
-                e.as_deref().unwrap_or("no response")
+                printable(e.as_deref().unwrap_or("no response"))
             );
             Ok(ExitCode::from(1))
         }
@@ -727,9 +785,11 @@ fn webhook_resume(path: &std::path::Path, id: &str) -> Result<ExitCode, Failure>
     find_webhook(&config, id)?;
     let store = open_existing(&config)?;
     if store.resume_webhook(id)? {
-        println!("webhook {id} resumed; its queued deliveries go out on the daemon's next pass");
+        crate::outln!(
+            "webhook {id} resumed; its queued deliveries go out on the daemon's next pass"
+        );
     } else {
-        println!("webhook {id} was not paused");
+        crate::outln!("webhook {id} was not paused");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,444 @@
+//! Change detection, as pure functions: the canonical hash of a record, its
+//! id, and the rules that turn (stored hash, new hash) into created / updated
+//! / unchanged and a complete scan's missing ids into deletions.
+//!
+//! The canonical form is RFC 8785 (JCS): object keys sorted by UTF-16 code
+//! units, no insignificant whitespace, strings with minimal escaping, and
+//! numbers in their ECMAScript shortest form, so `1`, `1.0` and `1e0` are all
+//! `1`, `0.1e1` is `1` and `-0` is `0`. Two departures from JCS, both for
+//! text JCS cannot express: an integer beyond 2^53 that fits in 64 bits
+//! keeps its exact digits instead of being rounded to a double (so an id or a
+//! nanosecond timestamp that changes by one is still a change), and a number
+//! beyond the double range is written as its normalised decimal (`1e+400`).
+//! A lone surrogate in a string is written as a lowercase `\udxxx` escape.
+//! Fields listed in `ignore` are removed before hashing. See [`canonical`].
+//!
+//! Record ids have one canonical text too: a string id is itself, a numeric
+//! id is its canonical number (`1`, `1.0` and `1e0` are the id `1`).
+
+pub mod canonical;
+
+use hmac::{KeyInit, Mac};
+use sha2::{Digest, Sha256};
+
+use canonical::{Canonicalizer, Refusal};
+pub use canonical::{IdValue, Shape};
+
+/// Bumped when the canonical form changes; part of every resource's shape
+/// fingerprint, so such a change re-baselines silently instead of
+/// announcing every record as updated.
+pub const CANONICAL_VERSION: &str = "jcs-exact-int-1";
+
+/// 32 bytes of SHA-256 (or HMAC-SHA256) over the canonical record.
+pub type Hash = [u8; 32];
+
+/// Hashes records, keyed or not. Exists so the `hash_key_file` choice is made
+/// once, not per record: the keyed state is set up once and copied.
+#[derive(Clone)]
+pub struct Hasher {
+    key: Option<hmac::Hmac<Sha256>>,
+    scheme: String,
+}
+
+impl Hasher {
+    pub fn new(key: Option<&[u8]>) -> Self {
+        let scheme = match key {
+            None => "sha256".into(),
+            Some(k) => {
+                let id = Sha256::new()
+                    .chain_update(b"synthd hash key id\0")
+                    .chain_update(k)
+                    .finalize();
+                format!("hmac-sha256:{}", crate::signing::hex(&id[..8]))
+            }
+        };
+        Hasher {
+            key: key.map(|k| hmac::Hmac::<Sha256>::new_from_slice(k).expect("any key length")),
+            scheme,
+        }
+    }
+
+    /// Names the hash function without revealing the key: `sha256`, or
+    /// `hmac-sha256:` and a short digest of the key.
+    pub fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
+    /// The hash of canonical bytes.
+    pub fn hash(&self, canonical: &[u8]) -> Hash {
+        match &self.key {
+            None => Sha256::digest(canonical).into(),
+            Some(mac) => {
+                let mut mac = mac.clone();
+                mac.update(canonical);
+                mac.finalize().into_bytes().into()
+            }
+        }
+    }
+}
+
+/// What one record came down to: its id and hash. Nothing else of the record
+/// leaves this module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordDigest {
+    pub id: String,
+    /// The id was a JSON number (so `1` and `"1"` can be told apart when
+    /// both appear in one scan).
+    pub numeric: bool,
+    pub hash: Hash,
+}
+
+/// A record that cannot be tracked. The message names the pointer and the
+/// position, never a field value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("record {index} has no id at {pointer:?}")]
+    MissingId { index: usize, pointer: String },
+    #[error("record {index} has an id at {pointer:?} that is {kind}, not a string or number")]
+    BadId {
+        index: usize,
+        pointer: String,
+        kind: &'static str,
+    },
+    /// The id is known but the record cannot be hashed (nested deeper than
+    /// [`canonical::MAX_DEPTH`]): the record is kept as it was.
+    #[error("record {index} (id {id:?}) is nested deeper than {max} levels and cannot be hashed", max = canonical::MAX_DEPTH)]
+    Unhashable { index: usize, id: String },
+    #[error("record {index} is not valid JSON ({detail})")]
+    Syntax { index: usize, detail: String },
+}
+
+impl RecordError {
+    /// The id of a record that was read but could not be hashed.
+    pub fn unhashable_id(&self) -> Option<&str> {
+        match self {
+            RecordError::Unhashable { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// Digests records of one resource one after another, reusing its buffers.
+pub struct Digester {
+    shape: Shape,
+    hasher: Hasher,
+    canon: Canonicalizer,
+}
+
+impl Digester {
+    pub fn new(shape: Shape, hasher: Hasher) -> Self {
+        Digester {
+            shape,
+            hasher,
+            canon: Canonicalizer::default(),
+        }
+    }
+
+    /// Id and hash of one record given as its JSON text; `index` is its
+    /// position on the page, for errors.
+    pub fn digest(&mut self, record: &str, index: usize) -> Result<RecordDigest, RecordError> {
+        let pointer = || self.shape.id.to_string();
+        let written = self.canon.write(record, &self.shape);
+        let (canonical, id) = match written {
+            Ok(w) => w,
+            Err(Refusal::Syntax(e)) => {
+                return Err(RecordError::Syntax {
+                    index,
+                    detail: e.to_string(),
+                });
+            }
+            Err(Refusal::TooDeep(id)) => {
+                // The id was still read (deep parts are skipped, not
+                // written), so the record is kept as it was, not deleted.
+                return Err(match id {
+                    Some(IdValue::Text(id) | IdValue::Number(id)) => {
+                        RecordError::Unhashable { index, id }
+                    }
+                    _ => RecordError::MissingId {
+                        index,
+                        pointer: pointer(),
+                    },
+                });
+            }
+        };
+        let (id, numeric) = match id {
+            None => {
+                return Err(RecordError::MissingId {
+                    index,
+                    pointer: pointer(),
+                });
+            }
+            Some(IdValue::Other(kind)) => {
+                return Err(RecordError::BadId {
+                    index,
+                    pointer: pointer(),
+                    kind,
+                });
+            }
+            Some(IdValue::Text(id)) => (id, false),
+            Some(IdValue::Number(id)) => (id, true),
+        };
+        Ok(RecordDigest {
+            id,
+            numeric,
+            hash: self.hasher.hash(canonical),
+        })
+    }
+}
+
+/// How a record seen in a scan compares with what the store knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Created,
+    Updated,
+    Unchanged,
+    /// Already seen earlier in this same scan (a provider repeating a record
+    /// across pages). Counted and otherwise ignored.
+    Duplicate,
+}
+
+/// What the store knows about a record id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known {
+    pub hash: Hash,
+    pub seen_scan: i64,
+}
+
+pub fn classify(known: Option<Known>, new_hash: &Hash, scan: i64) -> Change {
+    match known {
+        None => Change::Created,
+        Some(k) if k.seen_scan == scan => Change::Duplicate,
+        Some(k) if &k.hash != new_hash => Change::Updated,
+        Some(_) => Change::Unchanged,
+    }
+}
+
+/// What to do with the ids a complete scan did not see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteDecision {
+    /// Delete them and emit `deleted` events.
+    Apply,
+    /// Mass-deletion guard: keep them until the next consecutive complete
+    /// scan confirms.
+    Hold,
+}
+
+/// More than half of the known records (and more than 10) missing at once
+/// is held for confirmation unless the previous complete scan already held.
+pub fn deletion_decision(known: u64, missing: u64, previous_scan_held: bool) -> DeleteDecision {
+    let massive = missing > 10 && missing * 2 > known;
+    if massive && !previous_scan_held {
+        DeleteDecision::Hold
+    } else {
+        DeleteDecision::Apply
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::Pointer;
+
+    fn shape(id: &str, ignore: &[&str]) -> Shape {
+        Shape {
+            id: Pointer::parse(id).unwrap(),
+            ignore: ignore.iter().map(|p| Pointer::parse(p).unwrap()).collect(),
+        }
+    }
+
+    fn digest(text: &str) -> RecordDigest {
+        Digester::new(shape("/id", &[]), Hasher::new(None))
+            .digest(text, 0)
+            .unwrap()
+    }
+
+    fn h(text: &str) -> Hash {
+        digest(text).hash
+    }
+
+    #[test]
+    fn key_order_and_whitespace_do_not_change_the_hash() {
+        assert_eq!(
+            h(r#"{"id":1,"a":1,"b":{"x":[1,2],"y":"z"}}"#),
+            h("{ \"b\" : { \"y\":\"z\", \"x\":[1, 2] },\n \"a\" : 1, \"id\": 1 }")
+        );
+    }
+
+    #[test]
+    fn numbers_hash_in_their_canonical_form() {
+        let one = h(r#"{"id":1,"n":1}"#);
+        for same in [
+            r#"{"id":1,"n":1.0}"#,
+            r#"{"id":1,"n":1e0}"#,
+            r#"{"id":1,"n":0.1e1}"#,
+        ] {
+            assert_eq!(h(same), one, "{same}");
+        }
+        assert_ne!(h(r#"{"id":1,"n":1.5}"#), one);
+        assert_ne!(
+            h(r#"{"id":1,"n":9007199254740993}"#),
+            h(r#"{"id":1,"n":9007199254740992}"#)
+        );
+    }
+
+    #[test]
+    fn any_value_change_changes_the_hash() {
+        let base = h(r#"{"id":1,"name":"Ada","tags":["a"],"nested":{"k":true}}"#);
+        for changed in [
+            r#"{"id":1,"name":"Ada ","tags":["a"],"nested":{"k":true}}"#,
+            r#"{"id":1,"name":"Ada","tags":["a","b"],"nested":{"k":true}}"#,
+            r#"{"id":1,"name":"Ada","tags":["a"],"nested":{"k":false}}"#,
+            r#"{"id":1,"name":"Ada","tags":["a"],"nested":{"k":true},"extra":null}"#,
+            r#"{"id":1,"name":"Ada","tags":["a"]}"#,
+        ] {
+            assert_ne!(h(changed), base, "{changed}");
+        }
+    }
+
+    #[test]
+    fn scheme_names_the_key_without_revealing_it() {
+        assert_eq!(Hasher::new(None).scheme(), "sha256");
+        let a = Hasher::new(Some(b"0123456789abcdef")).scheme().to_string();
+        assert!(a.starts_with("hmac-sha256:") && !a.contains("0123456789abcdef"));
+        assert_ne!(a, Hasher::new(Some(b"0123456789abcdeX")).scheme());
+    }
+
+    #[test]
+    fn keyed_hash_differs_from_plain_and_is_stable() {
+        let keyed = Hasher::new(Some(b"k"));
+        assert_ne!(keyed.hash(b"{}"), Hasher::new(None).hash(b"{}"));
+        assert_eq!(keyed.hash(b"{}"), Hasher::new(Some(b"k")).hash(b"{}"));
+        assert_eq!(
+            keyed.hash(b"{}"),
+            keyed.hash(b"{}"),
+            "the keyed state is reused, not consumed"
+        );
+    }
+
+    #[test]
+    fn ignored_fields_do_not_count() {
+        let mut d = Digester::new(
+            shape("/id", &["/last_seen_at", "/meta/etag"]),
+            Hasher::new(None),
+        );
+        let a = d
+            .digest(
+                r#"{"id":1,"n":"x","last_seen_at":"t1","meta":{"etag":"1","v":2}}"#,
+                0,
+            )
+            .unwrap();
+        let b = d
+            .digest(
+                r#"{"id":1,"n":"x","last_seen_at":"t2","meta":{"etag":"2","v":2}}"#,
+                0,
+            )
+            .unwrap();
+        let c = d
+            .digest(
+                r#"{"id":1,"n":"y","last_seen_at":"t2","meta":{"etag":"2","v":2}}"#,
+                0,
+            )
+            .unwrap();
+        assert_eq!(a.hash, b.hash);
+        assert_ne!(a.hash, c.hash);
+        assert_eq!(a.id, "1");
+    }
+
+    #[test]
+    fn ids_are_strings_or_numbers_in_one_canonical_text() {
+        let mut d = Digester::new(shape("/emp/id", &[]), Hasher::new(None));
+        let got = d.digest(r#"{"emp":{"id":"E-7"}}"#, 0).unwrap();
+        assert_eq!((got.id.as_str(), got.numeric), ("E-7", false));
+        for same in ["1", "1.0", "1e0", "0.1e1"] {
+            let got = digest(&format!("{{\"id\":{same}}}"));
+            assert_eq!((got.id.as_str(), got.numeric), ("1", true), "{same}");
+        }
+        assert_eq!(digest(r#"{"id":"1"}"#).id, "1");
+        assert!(!digest(r#"{"id":"1"}"#).numeric);
+        let mut d = Digester::new(shape("/id", &[]), Hasher::new(None));
+        assert_eq!(
+            d.digest(r#"{"x":1}"#, 3),
+            Err(RecordError::MissingId {
+                index: 3,
+                pointer: "/id".into()
+            })
+        );
+        let err = d.digest(r#"{"id":{"secret":"v"}}"#, 0).unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+        assert!(d.digest(r#"{"id":""}"#, 0).is_err());
+    }
+
+    #[test]
+    fn records_json_once_refused_now_hash_stably() {
+        let deep = format!("{{\"id\":1,\"x\":{}0{}}}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(h(&deep), h(&deep.replace("0]", " 0 ]")));
+        assert_ne!(h(r#"{"id":1,"s":"\ud800"}"#), h(r#"{"id":1,"s":"\ud801"}"#));
+        assert_eq!(h(r#"{"id":1,"n":1e400}"#), h(r#"{"id":1,"n":10E399}"#));
+        assert_ne!(h(r#"{"id":1,"n":1e400}"#), h(r#"{"id":1,"n":1e401}"#));
+    }
+
+    #[test]
+    fn a_record_too_deep_to_hash_still_gives_its_id() {
+        let depth = canonical::MAX_DEPTH + 5;
+        let text = format!(
+            "{{\"id\":\"x\",\"d\":{}{}}}",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        let err = Digester::new(shape("/id", &[]), Hasher::new(None))
+            .digest(&text, 2)
+            .unwrap_err();
+        assert_eq!(err.unhashable_id(), Some("x"));
+    }
+
+    #[test]
+    fn classification_follows_the_rules() {
+        let a = [1u8; 32];
+        let b = [2u8; 32];
+        assert_eq!(classify(None, &a, 5), Change::Created);
+        assert_eq!(
+            classify(
+                Some(Known {
+                    hash: a,
+                    seen_scan: 4
+                }),
+                &a,
+                5
+            ),
+            Change::Unchanged
+        );
+        assert_eq!(
+            classify(
+                Some(Known {
+                    hash: a,
+                    seen_scan: 4
+                }),
+                &b,
+                5
+            ),
+            Change::Updated
+        );
+        assert_eq!(
+            classify(
+                Some(Known {
+                    hash: a,
+                    seen_scan: 5
+                }),
+                &b,
+                5
+            ),
+            Change::Duplicate
+        );
+    }
+
+    #[test]
+    fn mass_deletion_is_held_once() {
+        assert_eq!(deletion_decision(100, 10, false), DeleteDecision::Apply);
+        assert_eq!(deletion_decision(100, 50, false), DeleteDecision::Apply);
+        assert_eq!(deletion_decision(100, 51, false), DeleteDecision::Hold);
+        assert_eq!(deletion_decision(100, 51, true), DeleteDecision::Apply);
+        // Small sets are never held: 10 of 12 is fine.
+        assert_eq!(deletion_decision(12, 10, false), DeleteDecision::Apply);
+        assert_eq!(deletion_decision(12, 11, false), DeleteDecision::Hold);
+    }
+}
