@@ -548,3 +548,52 @@ async fn retention_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_poll_never_leaves_its_account_marked_running() {
+        let set: Arc<Mutex<HashSet<String>>> = Arc::default();
+        set.lock().unwrap().insert("acme".into());
+        let done = Arc::new(Notify::new());
+        let guard = Running {
+            set: set.clone(),
+            id: "acme".into(),
+            done: done.clone(),
+        };
+        let woken = done.notified();
+        let task = tokio::spawn(async move {
+            let _running = guard;
+            panic!("a bug inside a poll");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert!(
+            set.lock().unwrap().is_empty(),
+            "the account is still marked running"
+        );
+        // The scheduler is woken to look again.
+        tokio::time::timeout(Duration::from_secs(1), woken)
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn a_reload_keeps_the_keys_that_need_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = |listen: &str, polls: u32, retention: &str| {
+            format!(
+                "[daemon]\nstate_dir = {:?}\nlisten = \"{listen}\"\nmax_concurrent_polls = {polls}\nretention = {{ delivered = \"{retention}\" }}\n",
+                dir.path().display().to_string()
+            )
+        };
+        let running = config::from_toml_str(&text("127.0.0.1:9464", 8, "7d"), dir.path()).unwrap();
+        let new = config::from_toml_str(&text("127.0.0.1:9999", 2, "1d"), dir.path()).unwrap();
+        let kept = keep_restart_keys(&running, new);
+        assert_eq!(kept.daemon.listen, running.daemon.listen);
+        assert_eq!(kept.daemon.max_concurrent_polls, 8);
+        // Retention is read afresh by the retention loop: it reloads.
+        assert_eq!(kept.daemon.retention.delivered, Duration::from_secs(86400));
+    }
+}

@@ -564,6 +564,22 @@ mod tests {
         assert_eq!(retry_delay(2, 5.0, None), Some(Duration::from_secs(330)));
     }
 
+    #[tokio::test]
+    async fn a_panicking_attempt_leaves_its_delivery_free_to_be_sent_again() {
+        let set: Arc<Mutex<HashSet<String>>> = Arc::default();
+        set.lock().unwrap().insert("dlv_1".into());
+        let guard = InFlight {
+            set: set.clone(),
+            id: "dlv_1".into(),
+        };
+        let task = tokio::spawn(async move {
+            let _in_flight = guard;
+            panic!("a bug inside an attempt");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert!(set.lock().unwrap().is_empty());
+    }
+
     #[test]
     fn a_huge_retry_after_is_clamped_to_the_longest_step() {
         let huge = Some(crate::net::MAX_EXTERNAL_WAIT);

@@ -1321,6 +1321,26 @@ mod tests {
     }
 
     #[test]
+    fn readers_do_not_wait_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        scan(&store, &digests(0..5, 1));
+        // A long commit holds the writer; reads answer meanwhile.
+        let writer = store.lock();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = store.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((reader.delivery_counts(), reader.poll_status()));
+        });
+        let (counts, polls) = rx
+            .recv_timeout(Duration::from_secs(2))
+            .expect("a read waited for the writer");
+        assert_eq!(counts.unwrap().pending, 0);
+        assert_eq!(polls.unwrap()[0].records, 5);
+        drop(writer);
+    }
+
+    #[test]
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path()).unwrap());

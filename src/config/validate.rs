@@ -155,9 +155,11 @@ fn validate_provider(
     )?;
     let query = pairs(&format!("{path}.query"), raw.query, false)?;
     let headers = pairs(&format!("{path}.headers"), raw.headers, true)?;
-    if let Auth::Query { name, .. } = &auth {
-        check_params_free(&path, &default_pagination, &query, Some(name), None)?;
-    }
+    let auth_param = match &auth {
+        Auth::Query { name, .. } => Some(name.as_str()),
+        _ => None,
+    };
+    check_params_free(&path, &default_pagination, &query, auth_param, None)?;
     let rate_limit = match raw.rate_limit {
         None => None,
         Some(s) => Some(parse_rate_limit(&format!("{path}.rate_limit"), &s)?),
