@@ -2,14 +2,13 @@
 //! clock: retry schedule, Retry-After, per-record order, pausing, replay,
 //! test sends, secret rotation, retention, timeouts and redirects.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use common::{Receiver, Reply};
 use synthd::clock::{Clock, ManualClock};
 use synthd::config::{self, Config};
 use synthd::deliver::{self, Deliverer, Sender, TestSendError};
@@ -19,6 +18,7 @@ use synthd::store::{AccountFingerprint, DeliveryFilter, ReplaySelection, Store};
 const SECRET_NEW: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const SECRET_OLD: &str = "whsec_dGhpcyBpcyB0aGUgb2xkIHNlY3JldCBrZXkgISE=";
 
+/// How the receiver answers.
 #[derive(Clone, Copy, Debug)]
 enum Mode {
     Ok,
@@ -28,97 +28,53 @@ enum Mode {
     Redirect,
 }
 
-#[derive(Clone)]
-struct Received {
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Received {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-    fn header(&self, name: &str) -> String {
-        self.headers[name].to_str().unwrap().to_string()
-    }
-}
-
-#[derive(Default)]
-struct HookState {
-    mode: Option<Mode>,
-    /// Requests for this record id fail with 500 whatever the mode.
-    failing_record: Option<String>,
-    requests: Vec<Received>,
-    redirect_hits: usize,
-}
-
-#[derive(Clone, Default)]
-struct Receiver(Arc<Mutex<HookState>>);
-
-impl Receiver {
-    fn set(&self, mode: Mode) {
-        self.0.lock().unwrap().mode = Some(mode);
-    }
-    fn fail_record(&self, id: Option<&str>) {
-        self.0.lock().unwrap().failing_record = id.map(str::to_string);
-    }
-    fn requests(&self) -> Vec<Received> {
-        self.0.lock().unwrap().requests.clone()
-    }
-}
-
-async fn hook(State(rx): State<Receiver>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let (mode, failing) = {
-        let mut s = rx.0.lock().unwrap();
-        s.requests.push(Received {
-            headers,
-            body: body.to_vec(),
-        });
-        (s.mode.unwrap_or(Mode::Ok), s.failing_record.clone())
-    };
-    let record = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["data"]["record_id"].as_str().map(str::to_string));
-    if failing.is_some() && record == failing {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "record blocked").into_response();
-    }
-    match mode {
-        Mode::Ok => (StatusCode::OK, "thanks").into_response(),
-        Mode::Status(code) => (StatusCode::from_u16(code).unwrap(), "nope").into_response(),
-        Mode::RetryAfter(code, secs) => (
-            StatusCode::from_u16(code).unwrap(),
-            [("retry-after", secs.to_string())],
-            "slow down",
-        )
-            .into_response(),
-        Mode::Hang => {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            StatusCode::OK.into_response()
+impl Mode {
+    fn reply(self) -> Reply {
+        match self {
+            Mode::Ok => Reply::status(200).body("thanks"),
+            Mode::Status(code) => Reply::status(code).body("nope"),
+            Mode::RetryAfter(code, secs) => Reply::status(code)
+                .header("retry-after", &secs.to_string())
+                .body("slow down"),
+            Mode::Hang => Reply::status(200).delay(Duration::from_secs(30)),
+            Mode::Redirect => Reply::status(301).header("location", "/elsewhere"),
         }
-        Mode::Redirect => (
-            StatusCode::MOVED_PERMANENTLY,
-            [("location", "/elsewhere")],
-            "",
-        )
-            .into_response(),
     }
 }
 
-async fn elsewhere(State(rx): State<Receiver>) -> StatusCode {
-    rx.0.lock().unwrap().redirect_hits += 1;
-    StatusCode::OK
+/// The shared verifying receiver (tests/common), driven by [`Mode`].
+trait Modes {
+    fn set(&self, mode: Mode);
+    /// Requests for this record id fail with 500 whatever the mode.
+    fn fail_record(&self, id: Option<&str>);
 }
 
-async fn start_receiver() -> (Receiver, String) {
-    let rx = Receiver::default();
-    let app = Router::new()
-        .route("/hook", axum::routing::post(hook))
-        .route("/elsewhere", axum::routing::any(elsewhere))
-        .with_state(rx.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (rx, format!("http://{addr}/hook?token=tok-value-31337"))
+impl Modes for Receiver {
+    fn set(&self, mode: Mode) {
+        self.reply(mode.reply());
+    }
+
+    fn fail_record(&self, id: Option<&str>) {
+        match id {
+            None => self.unscript(),
+            Some(id) => {
+                let id = id.to_string();
+                self.script(move |r| {
+                    (r.json()["data"]["record_id"] == id.as_str())
+                        .then(|| Reply::status(500).body("record blocked"))
+                });
+            }
+        }
+    }
+}
+
+/// A receiver for `secrets`, stamped by `clock` (`None`: the wall clock),
+/// and the webhook URL pointing at it.
+async fn start_receiver(secrets: &[&str], clock: Option<&ManualClock>) -> (Receiver, String) {
+    let rx = Receiver::start(secrets, clock.cloned()).await;
+    rx.set(Mode::Ok);
+    let url = format!("{}/hook?token=tok-value-31337", rx.base);
+    (rx, url)
 }
 
 /// A one-account, one-webhook config whose provider is at `provider`.
@@ -167,6 +123,7 @@ fn t0() -> DateTime<Utc> {
         .to_utc()
 }
 
+/// A store, a deliverer on a manual clock, and the verifying receiver.
 struct Rig {
     _dir: tempfile::TempDir,
     store: Store,
@@ -177,12 +134,15 @@ struct Rig {
     accounts: Mutex<Vec<AccountFingerprint>>,
 }
 
-async fn rig(secrets: &str) -> Rig {
+/// One webhook `hr` (secret [`SECRET_NEW`]) at a verifying receiver, a
+/// store, and a manual clock at [`t0`] driving the deliverer.
+async fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
-    let (receiver, url) = start_receiver().await;
-    let config = Arc::new(make_config(dir.path(), &url, secrets, ""));
-    let store = Store::open(dir.path()).unwrap();
     let clock = ManualClock::new(t0());
+    let (receiver, url) = start_receiver(&[SECRET_NEW], Some(&clock)).await;
+    let secrets = format!("secret = \"{SECRET_NEW}\"");
+    let config = Arc::new(make_config(dir.path(), &url, &secrets, ""));
+    let store = Store::open(dir.path()).unwrap();
     let deliverer = Deliverer::new(store.clone(), Arc::new(clock.clone()));
     Rig {
         _dir: dir,
@@ -248,7 +208,7 @@ impl Rig {
 
 #[tokio::test]
 async fn failing_receiver_walks_the_whole_retry_schedule_then_fails() {
-    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    let r = rig().await;
     r.receiver.set(Mode::Status(500));
     r.account_event("acme");
     let mut attempt_times = vec![];
@@ -299,7 +259,7 @@ async fn failing_receiver_walks_the_whole_retry_schedule_then_fails() {
 
 #[tokio::test]
 async fn longer_retry_after_is_honoured_and_shorter_is_not() {
-    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    let r = rig().await;
     r.receiver.set(Mode::RetryAfter(429, 120));
     r.account_event("acme");
     r.deliverer.deliver_pass(&r.config).await.unwrap();
@@ -319,7 +279,7 @@ async fn longer_retry_after_is_honoured_and_shorter_is_not() {
 
 #[tokio::test]
 async fn a_records_events_arrive_in_order_and_do_not_block_other_records() {
-    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    let r = rig().await;
     r.scan(&[("1", 1), ("2", 2)]); // baseline is done by the first complete scan
     r.receiver.fail_record(Some("7"));
     r.scan(&[("1", 1), ("2", 2), ("7", 7)]); // 7 created
@@ -371,7 +331,7 @@ async fn a_records_events_arrive_in_order_and_do_not_block_other_records() {
 
 #[tokio::test]
 async fn five_days_of_failures_pause_the_webhook_until_resumed() {
-    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    let r = rig().await;
     r.receiver.set(Mode::Status(503));
     r.account_event("a1");
     r.deliverer.deliver_pass(&r.config).await.unwrap();
@@ -420,7 +380,7 @@ async fn five_days_of_failures_pause_the_webhook_until_resumed() {
 
 #[tokio::test]
 async fn a_config_change_resumes_a_paused_webhook() {
-    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    let r = rig().await;
     r.receiver.set(Mode::Status(500));
     let fp = |c: &Config| vec![(c.webhooks[0].id.clone(), c.webhooks[0].fingerprint())];
     r.store.reconcile_webhooks(&fp(&r.config)).unwrap();
@@ -456,7 +416,7 @@ async fn a_config_change_resumes_a_paused_webhook() {
 
 #[tokio::test]
 async fn replay_requeues_the_same_event_id() {
-    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    let r = rig().await;
     r.account_event("acme");
     assert_eq!(
         r.deliverer.deliver_pass(&r.config).await.unwrap().delivered,
@@ -517,14 +477,16 @@ async fn replay_requeues_the_same_event_id() {
 
 #[tokio::test]
 async fn test_sends_are_rate_limited_per_webhook() {
-    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    let r = rig().await;
     let sender = Sender::new();
     let webhook = &r.config.webhooks[0];
-    let now = Utc::now();
+    // Sent at the clock's time, which the receiver checks the stamp against.
+    let now = r.clock.now();
     let first = deliver::test_send(&r.store, &sender, webhook, now)
         .await
         .unwrap();
     assert_eq!(first.status_code, Some(200));
+    r.clock.advance(Duration::from_secs(3));
     let again = deliver::test_send(
         &r.store,
         &sender,
@@ -536,6 +498,7 @@ async fn test_sends_are_rate_limited_per_webhook() {
         Err(TestSendError::TooSoon { wait_secs, .. }) => assert_eq!(wait_secs, 7),
         other => panic!("expected TooSoon, got {other:?}"),
     }
+    r.clock.advance(Duration::from_secs(7));
     let later = deliver::test_send(
         &r.store,
         &sender,
@@ -566,7 +529,8 @@ async fn test_sends_are_rate_limited_per_webhook() {
 #[tokio::test]
 async fn during_rotation_both_secrets_verify_with_standardwebhooks() {
     let dir = tempfile::tempdir().unwrap();
-    let (receiver, url) = start_receiver().await;
+    // The receiver checks every request against both secrets too.
+    let (receiver, url) = start_receiver(&[SECRET_NEW, SECRET_OLD], None).await;
     let config = Arc::new(make_config(
         dir.path(),
         &url,
@@ -610,7 +574,7 @@ async fn during_rotation_both_secrets_verify_with_standardwebhooks() {
 
 #[tokio::test]
 async fn retention_prunes_old_deliveries_and_attempts_only() {
-    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    let r = rig().await;
     r.account_event("delivered-old");
     r.deliverer.deliver_pass(&r.config).await.unwrap();
     r.clock.advance(Duration::from_secs(2 * 86400));
@@ -666,7 +630,7 @@ async fn retention_prunes_old_deliveries_and_attempts_only() {
 
 #[tokio::test]
 async fn a_hung_receiver_times_out_and_a_redirect_is_a_failure_not_followed() {
-    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    let r = rig().await;
     r.receiver.set(Mode::Hang);
     r.account_event("acme");
     let started = std::time::Instant::now();
@@ -694,18 +658,22 @@ async fn a_hung_receiver_times_out_and_a_redirect_is_a_failure_not_followed() {
     assert_eq!(attempts[1].status_code, Some(301));
     assert_eq!(attempts[1].error_kind.as_deref(), Some("redirect"));
     assert_eq!(row.status, "pending");
-    assert_eq!(
-        r.receiver.0.lock().unwrap().redirect_hits,
-        0,
-        "redirects are not followed"
-    );
+    let followed = r
+        .receiver
+        .all_requests()
+        .iter()
+        .filter(|q| q.path() == "/elsewhere")
+        .count();
+    assert_eq!(followed, 0, "redirects are not followed");
+    assert_eq!(r.receiver.requests().len(), 2);
 }
 
 #[tokio::test]
 async fn a_dead_webhooks_backlog_never_holds_up_a_healthy_one() {
     let dir = tempfile::tempdir().unwrap();
-    let (dead, dead_url) = start_receiver().await;
-    let (healthy, healthy_url) = start_receiver().await;
+    let clock = ManualClock::new(t0());
+    let (dead, dead_url) = start_receiver(&[SECRET_NEW], Some(&clock)).await;
+    let (healthy, healthy_url) = start_receiver(&[SECRET_NEW], Some(&clock)).await;
     dead.set(Mode::Hang);
     let extra = format!(
         "[[webhooks]]\nid = \"healthy\"\nurl = \"{healthy_url}\"\nevents = [\"*\"]\naccounts = [\"acme\"]\nsecret = \"{SECRET_NEW}\"\n"
@@ -717,7 +685,6 @@ async fn a_dead_webhooks_backlog_never_holds_up_a_healthy_one() {
         &extra,
     ));
     let store = Store::open(dir.path()).unwrap();
-    let clock = ManualClock::new(t0());
     let deliverer = Deliverer::new(store.clone(), Arc::new(clock.clone()));
     // 600 events only the dead webhook wants, queued before the healthy one's.
     let mut accounts: Vec<AccountFingerprint> = (0..600)
@@ -790,7 +757,7 @@ async fn the_delivery_commands_work_on_a_real_run_and_never_show_the_token() {
         )
         .mount(&provider)
         .await;
-    let (receiver, url) = start_receiver().await;
+    let (receiver, url) = start_receiver(&[SECRET_NEW], None).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("synthd.toml");
     std::fs::write(
