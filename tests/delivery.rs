@@ -1,9 +1,12 @@
-//! The delivery engine against a real loopback receiver, with an injected
-//! clock: retry schedule, Retry-After, per-record order, pausing, replay,
-//! test sends, secret rotation, retention, timeouts and redirects.
+//! The delivery engine against the shared verifying loopback receiver, with
+//! an injected clock: the README's retry schedule, Retry-After, per-record
+//! order, pausing, replay and its filters, per-webhook test sends, secret
+//! rotation, retention (and the daemon's retention loop), timeouts and
+//! redirects; and the delivery commands of the binary.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,18 +80,21 @@ async fn start_receiver(secrets: &[&str], clock: Option<&ManualClock>) -> (Recei
     (rx, url)
 }
 
-/// A one-account, one-webhook config whose provider is at `provider`.
+/// A one-account, one-webhook config whose provider is at `provider`;
+/// `daemon` adds lines to the `[daemon]` table, `extra` tables at the end.
 fn config_text(
     state: &std::path::Path,
     provider: &str,
     url: &str,
     secrets: &str,
+    daemon: &str,
     extra: &str,
 ) -> String {
     format!(
         r#"
 [daemon]
 state_dir = "{state}"
+{daemon}
 [providers.p]
 base_url = "{provider}/v1"
 [providers.p.resources.hris_employees]
@@ -110,8 +116,18 @@ timeout = "1s"
 
 /// The same, validated, for library-level tests that never poll.
 fn make_config(dir: &std::path::Path, url: &str, secrets: &str, extra: &str) -> Config {
+    make_config_with(dir, url, secrets, "", extra)
+}
+
+fn make_config_with(
+    dir: &std::path::Path,
+    url: &str,
+    secrets: &str,
+    daemon: &str,
+    extra: &str,
+) -> Config {
     config::from_toml_str(
-        &config_text(dir, "http://127.0.0.1:9", url, secrets, extra),
+        &config_text(dir, "http://127.0.0.1:9", url, secrets, daemon, extra),
         dir,
     )
     .unwrap()
@@ -122,6 +138,9 @@ fn t0() -> DateTime<Utc> {
         .unwrap()
         .to_utc()
 }
+
+/// (record id, receiver path) pairs.
+type Sent = BTreeSet<(String, String)>;
 
 /// A store, a deliverer on a manual clock, and the verifying receiver.
 struct Rig {
@@ -191,6 +210,72 @@ impl Rig {
         self.store
             .finish_scan(&scan, true, emit, &self.config.webhooks, now)
             .unwrap();
+    }
+
+    /// The rig's config with `daemon` lines and `extra` tables added.
+    fn config_with(&self, daemon: &str, extra: &str) -> Arc<Config> {
+        Arc::new(make_config_with(
+            self._dir.path(),
+            self.config.webhooks[0].url.as_str(),
+            &format!("secret = \"{SECRET_NEW}\""),
+            daemon,
+            extra,
+        ))
+    }
+
+    /// A second webhook, `audit`, at the same receiver (path `/audit`).
+    fn audit_webhook(&self) -> String {
+        format!(
+            "[[webhooks]]\nid = \"audit\"\nurl = \"{}/audit\"\nevents = [\"*\"]\nsecret = \"{SECRET_NEW}\"\ntimeout = \"1s\"\n",
+            self.receiver.base
+        )
+    }
+
+    /// Deliveries in `status`, newest first.
+    fn deliveries(&self, status: &str) -> Vec<synthd::store::DeliveryRow> {
+        self.store
+            .list_deliveries(&DeliveryFilter {
+                status: Some(status.into()),
+                limit: 1000,
+                ..Default::default()
+            })
+            .unwrap()
+    }
+
+    /// (record id, path) of every request the receiver answered 2xx, from
+    /// request number `from` on.
+    fn accepted_since(&self, from: usize) -> Sent {
+        self.receiver.requests()[from..]
+            .iter()
+            .filter(|q| q.status < 300)
+            .map(|q| {
+                (
+                    q.json()["data"]["record_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    q.path().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Walks every pending delivery through its retries (the clock jumping
+    /// to each next attempt) until none is pending.
+    async fn retry_until_settled(&self) {
+        for _ in 0..20 {
+            let Some(next) = self
+                .deliveries("pending")
+                .iter()
+                .filter_map(|d| d.next_attempt_at)
+                .min()
+            else {
+                return;
+            };
+            self.clock.set(next.max(self.clock.now()));
+            self.deliverer.deliver_pass(&self.config).await.unwrap();
+        }
+        panic!("deliveries still pending after 20 passes");
     }
 
     fn only_delivery(&self) -> synthd::store::DeliveryRow {
@@ -449,85 +534,194 @@ async fn replay_requeues_the_same_event_id() {
     assert_eq!(reqs[1].header("webhook-id"), event_id);
     assert_eq!(reqs[0].body, reqs[1].body);
 
-    // --since with --status failed only picks failed ones: none here.
-    let (queued, _) = r
+    // An event id that does not exist queues nothing.
+    let (queued, skipped) = r
         .store
         .replay(
             &ReplaySelection {
-                since: Some(t0() - chrono::Duration::hours(1)),
+                event_id: Some("evt_nope".into()),
+                ..Default::default()
+            },
+            &r.config.webhooks,
+            r.clock.now(),
+        )
+        .unwrap();
+    assert_eq!((queued, skipped), (0, 0));
+}
+
+/// Records `a`, `b`, `c`, `d` created at t0, t0+1h, t0+2h and t0+3h, each
+/// delivered to `hr` and `audit`, except `c` to `audit`, which failed for
+/// good; then every filter of `replay` against that history.
+#[tokio::test]
+async fn replay_selects_by_time_window_webhook_and_status() {
+    let mut r = rig().await;
+    r.config = r.config_with("", &r.audit_webhook());
+    let hour = chrono::Duration::hours(1);
+    r.clock.set(t0() - hour);
+    r.scan(&[("base", 0)]); // the silent baseline
+    let mut records = vec![("base", 0u8)];
+    for (i, id) in ["a", "b", "c", "d"].into_iter().enumerate() {
+        r.clock.set(t0() + hour * i as i32);
+        records.push((id, i as u8 + 1));
+        r.scan(&records);
+    }
+    r.receiver.script(|q| {
+        (q.path() == "/audit" && q.json()["data"]["record_id"] == "c")
+            .then(|| Reply::status(500).body("c is refused"))
+    });
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    r.retry_until_settled().await;
+    r.receiver.unscript();
+    assert_eq!(r.deliveries("delivered").len(), 7);
+    let failed = r.deliveries("failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].webhook_id, "audit");
+
+    let both = |ids: &[&str]| -> Sent {
+        ids.iter()
+            .flat_map(|id| {
+                [
+                    (id.to_string(), "/hook".to_string()),
+                    (id.to_string(), "/audit".to_string()),
+                ]
+            })
+            .collect()
+    };
+    let only = |ids: &[&str], path: &str| -> Sent {
+        ids.iter()
+            .map(|id| (id.to_string(), path.to_string()))
+            .collect()
+    };
+    let at = |h: i32, ms: i64| Some(t0() + hour * h + chrono::Duration::milliseconds(ms));
+    let cases: Vec<(&str, ReplaySelection, Sent)> = vec![
+        (
+            "since is inclusive, until exclusive",
+            ReplaySelection {
+                since: at(1, 0),
+                until: at(3, 0),
+                ..Default::default()
+            },
+            both(&["b", "c"]),
+        ),
+        (
+            "the window moved by a millisecond",
+            ReplaySelection {
+                since: at(1, 1),
+                until: at(3, 1),
+                ..Default::default()
+            },
+            both(&["c", "d"]),
+        ),
+        (
+            "since alone, one webhook",
+            ReplaySelection {
+                since: at(0, 1),
+                webhook: Some("audit".into()),
+                ..Default::default()
+            },
+            only(&["b", "c", "d"], "/audit"),
+        ),
+        (
+            "until alone",
+            ReplaySelection {
+                until: at(1, 0),
+                webhook: Some("hr".into()),
+                ..Default::default()
+            },
+            only(&["a"], "/hook"),
+        ),
+        (
+            "failed only",
+            ReplaySelection {
+                since: at(-5, 0),
                 status: Some("failed".into()),
                 ..Default::default()
             },
-            &r.config.webhooks,
-            r.clock.now(),
-        )
-        .unwrap();
-    assert_eq!(queued, 0);
-    // A time window that holds the event: replayed once per (event, webhook).
-    let (queued, _) = r
-        .store
-        .replay(
-            &ReplaySelection {
-                since: Some(t0() - chrono::Duration::hours(1)),
-                until: Some(t0() + chrono::Duration::hours(1)),
+            only(&["c"], "/audit"),
+        ),
+        (
+            "failed only, on a webhook that has none",
+            ReplaySelection {
+                since: at(-5, 0),
+                status: Some("failed".into()),
+                webhook: Some("hr".into()),
                 ..Default::default()
             },
-            &r.config.webhooks,
-            r.clock.now(),
-        )
-        .unwrap();
-    assert_eq!(queued, 1);
+            BTreeSet::new(),
+        ),
+        (
+            "a window after every event",
+            ReplaySelection {
+                since: at(3, 1),
+                ..Default::default()
+            },
+            BTreeSet::new(),
+        ),
+    ];
+    for (what, sel, want) in cases {
+        let (queued, skipped) = r
+            .store
+            .replay(&sel, &r.config.webhooks, r.clock.now())
+            .unwrap();
+        assert_eq!((queued, skipped), (want.len() as u64, 0), "{what}");
+        let from = r.receiver.count();
+        let pass = r.deliverer.deliver_pass(&r.config).await.unwrap();
+        assert_eq!(pass.delivered, want.len() as u64, "{what}");
+        assert_eq!(r.accepted_since(from), want, "{what}");
+    }
+    // The replays went out with the original event ids.
+    let mut ids_by_record: std::collections::BTreeMap<String, BTreeSet<String>> =
+        Default::default();
+    for q in r.receiver.requests() {
+        ids_by_record
+            .entry(q.json()["data"]["record_id"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(q.header("webhook-id"));
+    }
+    assert!(ids_by_record.values().all(|ids| ids.len() == 1));
 }
 
 #[tokio::test]
 async fn test_sends_are_rate_limited_per_webhook() {
-    let r = rig().await;
+    let mut r = rig().await;
+    r.config = r.config_with("", &r.audit_webhook());
     let sender = Sender::new();
-    let webhook = &r.config.webhooks[0];
-    // Sent at the clock's time, which the receiver checks the stamp against.
-    let now = r.clock.now();
-    let first = deliver::test_send(&r.store, &sender, webhook, now)
-        .await
-        .unwrap();
-    assert_eq!(first.status_code, Some(200));
-    r.clock.advance(Duration::from_secs(3));
-    let again = deliver::test_send(
-        &r.store,
-        &sender,
-        webhook,
-        now + chrono::Duration::seconds(3),
-    )
-    .await;
-    match again {
-        Err(TestSendError::TooSoon { wait_secs, .. }) => assert_eq!(wait_secs, 7),
-        other => panic!("expected TooSoon, got {other:?}"),
+    let (hr, audit) = (&r.config.webhooks[0], &r.config.webhooks[1]);
+    /// A test send `secs` after t0.
+    async fn send(
+        r: &Rig,
+        sender: &Sender,
+        webhook: &synthd::config::Webhook,
+        secs: i64,
+    ) -> Result<synthd::store::AttemptRecord, TestSendError> {
+        r.clock.set(t0() + chrono::Duration::seconds(secs));
+        deliver::test_send(&r.store, sender, webhook, r.clock.now()).await
     }
-    r.clock.advance(Duration::from_secs(7));
-    let later = deliver::test_send(
-        &r.store,
-        &sender,
-        webhook,
-        now + chrono::Duration::seconds(10),
-    )
-    .await;
-    assert!(later.is_ok());
+    let too_soon = |result: Result<synthd::store::AttemptRecord, TestSendError>| match result {
+        Err(TestSendError::TooSoon { wait_secs, .. }) => wait_secs,
+        other => panic!("expected TooSoon, got {other:?}"),
+    };
+    let ok = |result: Result<synthd::store::AttemptRecord, TestSendError>| {
+        result.expect("the test send goes out").status_code
+    };
+    assert_eq!(ok(send(&r, &sender, hr, 0).await), Some(200));
+    // Another webhook's test is not held back by the first one's.
+    assert_eq!(ok(send(&r, &sender, audit, 1).await), Some(200));
+    assert_eq!(too_soon(send(&r, &sender, hr, 3).await), 7);
+    assert_eq!(too_soon(send(&r, &sender, audit, 3).await), 8);
+    assert_eq!(ok(send(&r, &sender, hr, 10).await), Some(200));
+    assert_eq!(too_soon(send(&r, &sender, audit, 10).await), 1);
+    assert_eq!(ok(send(&r, &sender, audit, 11).await), Some(200));
+
     let reqs = r.receiver.requests();
-    assert_eq!(reqs.len(), 2);
-    assert_eq!(reqs[0].json()["type"], "webhook.test");
+    let paths: Vec<&str> = reqs.iter().map(|q| q.path()).collect();
+    assert_eq!(paths, ["/hook", "/audit", "/hook", "/audit"]);
+    assert!(reqs.iter().all(|q| q.json()["type"] == "webhook.test"));
     // Logged like any delivery.
-    let logged = r
-        .store
-        .list_deliveries(&DeliveryFilter {
-            limit: 10,
-            ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(logged.len(), 2);
-    assert!(
-        logged
-            .iter()
-            .all(|d| d.event_type == "webhook.test" && d.status == "delivered")
-    );
+    let logged = r.deliveries("delivered");
+    assert_eq!(logged.len(), 4);
+    assert!(logged.iter().all(|d| d.event_type == "webhook.test"));
+    assert_eq!(logged.iter().filter(|d| d.webhook_id == "audit").count(), 2);
 }
 
 #[tokio::test]
@@ -771,6 +965,7 @@ async fn the_delivery_commands_work_on_a_real_run_and_never_show_the_token() {
             &provider.uri(),
             &url,
             &format!("secret = \"{SECRET_NEW}\""),
+            "",
             "",
         ),
     )
