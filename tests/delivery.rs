@@ -819,11 +819,172 @@ async fn retention_prunes_old_deliveries_and_attempts_only() {
         > 0
     {}
     assert_eq!((count("delivered"), count("failed")), (0, 0));
-    let db = rusqlite::Connection::open(r.store.path()).unwrap();
-    let attempts: i64 = db
-        .query_row("SELECT COUNT(*) FROM attempts", [], |x| x.get(0))
+    assert_eq!(common::stored_attempts(r.store.path()), 0);
+    assert!(common::stored_event_ids(r.store.path()).is_empty());
+}
+
+/// Event ids of the retention scenario's three records.
+struct Kept {
+    done: String,
+    gone: String,
+    late: String,
+}
+
+/// With `retention = { delivered = "1h", failed = "30d" }`: record `done`,
+/// delivered at t0; record `gone`, failed for good about a day later; record
+/// `late`, created at t0 + 30 h and still pending after four failed
+/// attempts. Leaves the clock at t0 + 32 h, when `done` is past its
+/// retention, the events of all three are more than an hour old, and `late`
+/// is not yet due again.
+async fn retention_scenario(r: &mut Rig) -> Kept {
+    r.config = r.config_with("retention = { delivered = \"1h\", failed = \"30d\" }", "");
+    r.clock.set(t0() - chrono::Duration::hours(1));
+    r.scan(&[("base", 0)]);
+    r.clock.set(t0());
+    r.scan(&[("base", 0), ("done", 1), ("gone", 2)]);
+    r.receiver.script(|q| {
+        let record = q.json()["data"]["record_id"].clone();
+        (record == "gone" || record == "late").then(|| Reply::status(500).body("not now"))
+    });
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    r.retry_until_settled().await;
+    let late_at = t0() + chrono::Duration::hours(30);
+    r.clock.set(late_at);
+    r.scan(&[("base", 0), ("done", 1), ("gone", 2), ("late", 3)]);
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    for _ in 0..3 {
+        let next = r.deliveries("pending")[0].next_attempt_at.unwrap();
+        r.clock.set(next);
+        r.deliverer.deliver_pass(&r.config).await.unwrap();
+    }
+    r.clock.set(late_at + chrono::Duration::hours(2));
+
+    let event_of = |status: &str| {
+        let rows = r.deliveries(status);
+        assert_eq!(rows.len(), 1, "{status}: {rows:?}");
+        let row = &rows[0];
+        if status == "pending" {
+            assert_eq!(row.attempts, 4);
+            assert!(row.next_attempt_at.unwrap() > r.clock.now());
+        }
+        row.event_id.clone()
+    };
+    let kept = Kept {
+        done: event_of("delivered"),
+        gone: event_of("failed"),
+        late: event_of("pending"),
+    };
+    let stored = common::stored_event_ids(r.store.path());
+    assert!(stored.contains(&kept.done) && stored.contains(&kept.gone));
+    kept
+}
+
+/// What retention must have done to the scenario: `done` and its event are
+/// gone; `gone` is still replayable and `late` still goes out when due, both
+/// with their event ids.
+async fn assert_pruned_as_it_should(r: &Rig, kept: &Kept) {
+    let listed = |status: &str| -> Vec<String> {
+        r.deliveries(status)
+            .into_iter()
+            .map(|d| d.event_id)
+            .collect()
+    };
+    assert!(!listed("delivered").contains(&kept.done), "done kept");
+    let stored = common::stored_event_ids(r.store.path());
+    assert!(!stored.contains(&kept.done), "the event of done kept");
+    assert!(
+        stored.contains(&kept.gone),
+        "the event of a failed delivery pruned"
+    );
+    assert!(
+        stored.contains(&kept.late),
+        "the event of a pending delivery pruned"
+    );
+    assert_eq!(listed("failed"), vec![kept.gone.clone()]);
+    assert_eq!(listed("pending"), vec![kept.late.clone()]);
+
+    r.receiver.unscript();
+    let from = r.receiver.count();
+    let (queued, _) = r
+        .store
+        .replay(
+            &ReplaySelection {
+                event_id: Some(kept.gone.clone()),
+                ..Default::default()
+            },
+            &r.config.webhooks,
+            r.clock.now(),
+        )
         .unwrap();
-    assert_eq!(attempts, 0);
+    assert_eq!(queued, 1, "the failed delivery can no longer be replayed");
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    let next = r.deliveries("pending")[0].next_attempt_at.unwrap();
+    r.clock.set(next);
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    let sent: Vec<(String, u16)> = r.receiver.requests()[from..]
+        .iter()
+        .map(|q| (q.header("webhook-id"), q.status))
+        .collect();
+    assert_eq!(
+        sent,
+        [(kept.gone.clone(), 200), (kept.late.clone(), 200)],
+        "the failed one replayed, the pending one sent, with their ids"
+    );
+}
+
+#[tokio::test]
+async fn retention_keeps_the_events_of_failed_and_pending_deliveries() {
+    let mut r = rig().await;
+    let kept = retention_scenario(&mut r).await;
+    let mut pruned = synthd::store::Pruned::default();
+    loop {
+        let p = r
+            .store
+            .prune_batch(r.config.daemon.retention, r.clock.now(), 1)
+            .unwrap();
+        if p == synthd::store::Pruned::default() {
+            break;
+        }
+        pruned.deliveries += p.deliveries;
+        pruned.events += p.events;
+    }
+    assert_eq!((pruned.deliveries, pruned.events), (1, 1));
+    assert_pruned_as_it_should(&r, &kept).await;
+}
+
+/// The daemon's own retention loop, on the injected clock: started at
+/// t0 + 32 h, its first pass prunes exactly what `prune_batch` would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemons_retention_loop_prunes_on_the_injected_clock() {
+    let mut r = rig().await;
+    let kept = retention_scenario(&mut r).await;
+    let engine = synthd::daemon::Engine::new(r.store.clone(), &r.config, Arc::new(r.clock.clone()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(synthd::daemon::run(
+        engine,
+        (*r.config).clone(),
+        synthd::daemon::RunOptions {
+            config_path: None,
+            notify_systemd: false,
+            plan_warnings: false,
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    common::wait_until(
+        "the retention loop to prune the delivered delivery",
+        Duration::from_secs(10),
+        || {
+            !r.deliveries("delivered")
+                .iter()
+                .any(|d| d.event_id == kept.done)
+        },
+    )
+    .await;
+    stop.send(()).unwrap();
+    daemon.await.unwrap().unwrap();
+    assert_pruned_as_it_should(&r, &kept).await;
 }
 
 #[tokio::test]

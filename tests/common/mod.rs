@@ -1,8 +1,9 @@
 //! Shared helpers for the black-box tests: a temp directory with a config
 //! file and a state directory, a way to run the real `synthd` binary against
-//! it (recording every output for the leak checks), a loopback webhook
-//! receiver that records every request, and signature verification with the
-//! official `standardwebhooks` crate.
+//! it (recording every output for the leak checks), the one loopback webhook
+//! receiver of the suites (it verifies every request with the official
+//! `standardwebhooks` crate and records it), condition waits, and the few
+//! database queries no command can answer.
 
 #![allow(dead_code)]
 
@@ -218,6 +219,45 @@ impl TestEnv {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// The few facts no command shows. Every query the tests make of the
+// database's layout is here, so a schema change is mended in one place.
+// ---------------------------------------------------------------------------
+
+fn open_db(db: &Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(db).expect("open synthd.db");
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    c
+}
+
+/// The ids of the events stored in `db` (the file `synthd.db`).
+pub fn stored_event_ids(db: &Path) -> BTreeSet<String> {
+    let c = open_db(db);
+    let mut st = c.prepare("SELECT id FROM events").unwrap();
+    st.query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// How many delivery attempts `db` holds.
+pub fn stored_attempts(db: &Path) -> u64 {
+    open_db(db)
+        .query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get::<_, i64>(0))
+        .unwrap() as u64
+}
+
+/// Moves the creation time of every pending delivery `by` into the past, as
+/// if they had waited that long.
+pub fn age_pending_deliveries(db: &Path, by: Duration) {
+    open_db(db)
+        .execute(
+            "UPDATE deliveries SET created_at = created_at - ?1 WHERE status = 'pending'",
+            [by.as_millis() as i64],
+        )
+        .unwrap();
 }
 
 pub fn synthd_bin() -> PathBuf {
