@@ -1226,3 +1226,220 @@ async fn the_delivery_commands_work_on_a_real_run_and_never_show_the_token() {
         assert!(!outputs.contains(secret), "{secret} shown in CLI output");
     }
 }
+
+/// `deliveries` and `replay` through the binary, with every filter: four
+/// events committed by four `sync`s (so each has its own creation time),
+/// delivered to two webhooks; then windows that include some events and
+/// exclude others on both sides, `--webhook`, `--status`, `--limit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_and_the_delivery_log_filter_through_the_binary() {
+    use serde_json::{Value, json};
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let provider = MockServer::start().await;
+    let rx = Receiver::start(&[common::SECRET], None).await;
+    let env = common::TestEnv::new();
+    env.write_config(&format!(
+        r#"
+[providers.p]
+base_url = "{provider}/v1"
+[providers.p.resources.hris_employees]
+path = "/employees"
+[[accounts]]
+id = "acme"
+provider = "p"
+[[webhooks]]
+id = "hr"
+url = "{rx}/hook"
+events = ["*"]
+secret = "{secret}"
+[[webhooks]]
+id = "audit"
+url = "{rx}/audit"
+events = ["*"]
+secret = "{secret}"
+"#,
+        provider = provider.uri(),
+        rx = rx.base,
+        secret = common::SECRET,
+    ));
+    let serve = |n: u32| {
+        let provider = &provider;
+        async move {
+            provider.reset().await;
+            let records: Vec<Value> = (1..=n).map(|i| json!({"id": i})).collect();
+            Mock::given(method("GET"))
+                .and(path("/v1/employees"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(records))
+                .mount(provider)
+                .await;
+        }
+    };
+    // Record 4 is refused by audit throughout: that delivery stays pending.
+    rx.script(|q| {
+        (q.path() == "/audit" && q.json()["data"]["record_id"] == "4").then(|| Reply::status(500))
+    });
+    // E0 account.created (the baseline), E1..E3 records 2..4 created.
+    for n in 1..=4 {
+        serve(n).await;
+        env.sync(&[]).await.0.assert_code(0);
+    }
+    /// `deliveries --json` with `args`.
+    async fn list(env: &common::TestEnv, args: &[&str]) -> Vec<Value> {
+        let mut all = vec!["deliveries", "--json"];
+        all.extend_from_slice(args);
+        let out = env.synthd(&all).await;
+        out.assert_code(0);
+        out.json().as_array().unwrap().clone()
+    }
+    let all = list(&env, &["--limit", "100"]).await;
+    assert_eq!(all.len(), 8, "{all:?}");
+    // Events oldest first, with their creation times.
+    let mut events: Vec<(chrono::DateTime<Utc>, String, String)> = all
+        .iter()
+        .map(|d| {
+            (
+                d["created_at"].as_str().unwrap().parse().unwrap(),
+                d["event_id"].as_str().unwrap().to_string(),
+                d["event_type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    events.sort();
+    events.dedup();
+    assert_eq!(events.len(), 4, "{events:?}");
+    let types: Vec<&str> = events.iter().map(|e| e.2.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "account.created",
+            "hris_employees.created",
+            "hris_employees.created",
+            "hris_employees.created"
+        ]
+    );
+    let id = |i: usize| events[i].1.clone();
+    // A time strictly between events i and i + 1.
+    let between = |i: usize| {
+        let (a, b) = (events[i].0, events[i + 1].0);
+        assert!(b - a >= chrono::Duration::milliseconds(2), "{a} {b}");
+        (a + (b - a) / 2).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let before_all = (events[0].0 - chrono::Duration::seconds(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+
+    // The log's own filters.
+    let newest: Vec<Value> = list(&env, &["--limit", "3"]).await;
+    assert_eq!(newest, all[..3].to_vec(), "--limit keeps the newest");
+    let audit = list(&env, &["--webhook", "audit"]).await;
+    assert_eq!(audit.len(), 4);
+    assert!(audit.iter().all(|d| d["webhook_id"] == "audit"));
+    let pending = list(&env, &["--status", "pending"]).await;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (&pending[0]["event_id"], &pending[0]["webhook_id"]),
+        (&json!(id(3)), &json!("audit"))
+    );
+    let of_e1 = list(&env, &["--event", &id(1)]).await;
+    assert_eq!(of_e1.len(), 2);
+
+    // Each replay, then a sync that sends it: the receiver must accept
+    // exactly the selected (event, webhook) pairs.
+    /// A replay's arguments, what it says, and the (event index, path)
+    /// pairs the receiver then accepts.
+    struct Case {
+        args: Vec<String>,
+        says: &'static str,
+        sent: Vec<(usize, &'static str)>,
+    }
+    let cases = vec![
+        Case {
+            args: vec!["--since".into(), between(0), "--until".into(), between(2)],
+            says: "queued 4 deliveries",
+            sent: vec![(1, "/hook"), (1, "/audit"), (2, "/hook"), (2, "/audit")],
+        },
+        Case {
+            args: vec![
+                "--since".into(),
+                between(0),
+                "--webhook".into(),
+                "audit".into(),
+            ],
+            // E3 to audit is queued too, and refused again.
+            says: "queued 3 deliveries",
+            sent: vec![(1, "/audit"), (2, "/audit")],
+        },
+        Case {
+            args: vec![
+                "--since".into(),
+                between(2),
+                "--webhook".into(),
+                "hr".into(),
+            ],
+            says: "queued 1 deliveries",
+            sent: vec![(3, "/hook")],
+        },
+        Case {
+            args: vec![
+                "--since".into(),
+                before_all.clone(),
+                "--status".into(),
+                "delivered".into(),
+                "--until".into(),
+                between(0),
+            ],
+            says: "queued 2 deliveries",
+            sent: vec![(0, "/hook"), (0, "/audit")],
+        },
+        Case {
+            args: vec![
+                "--since".into(),
+                before_all.clone(),
+                "--status".into(),
+                "pending".into(),
+            ],
+            says: "queued 1 deliveries",
+            sent: vec![],
+        },
+        Case {
+            args: vec!["--since".into(), between(2), "--until".into(), between(2)],
+            says: "nothing matched",
+            sent: vec![],
+        },
+    ];
+    for Case { args, says, sent } in cases {
+        rx.clear();
+        let mut argv = vec!["replay"];
+        argv.extend(args.iter().map(String::as_str));
+        let out = env.synthd(&argv).await;
+        out.assert_code(0);
+        assert!(out.stdout.contains(says), "{args:?}: {}", out.stdout);
+        env.sync(&[]).await.0.assert_code(0);
+        let got: BTreeSet<(String, String)> = rx
+            .requests()
+            .iter()
+            .filter(|q| q.status == 200)
+            .map(|q| (q.header("webhook-id"), q.path().to_string()))
+            .collect();
+        let want: BTreeSet<(String, String)> =
+            sent.iter().map(|(i, p)| (id(*i), p.to_string())).collect();
+        assert_eq!(got, want, "{args:?}");
+    }
+    let out = env
+        .synthd(&["replay", "--since", &before_all, "--webhook", "nope"])
+        .await;
+    out.assert_code(2);
+    assert!(out.stderr.contains("no webhook \"nope\""), "{}", out.stderr);
+
+    // A test send to each webhook: the second is not held back by the first.
+    for hook in ["hr", "audit"] {
+        let out = env.synthd(&["webhook", "test", hook]).await;
+        out.assert_code(0);
+        assert!(out.stdout.contains("HTTP 200 in"), "{hook}: {}", out.stdout);
+    }
+    let out = env.synthd(&["webhook", "test", "audit"]).await;
+    out.assert_code(1);
+    assert!(out.stderr.contains("less than 10s ago"), "{}", out.stderr);
+    env.assert_no_leaks(&[]);
+}
