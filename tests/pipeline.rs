@@ -1457,18 +1457,72 @@ auth = {{ type = "query", name = "api_key", value = "{QUERY_KEY}" }}
 // 9. The demo
 // ---------------------------------------------------------------------------
 
+/// `synthd demo` until its receiver has verified at least three events of
+/// at least two types (polling every second; Ctrl-C then stops it), and
+/// `demo --for` stopping by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_and_every_event_verifies() {
+    use std::io::BufRead;
     let mut cmd = std::process::Command::new(synthd_bin());
-    cmd.args(["demo", "--for", "12s"]);
+    cmd.args(["demo", "--interval", "1s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
     clean_env(&mut cmd);
-    let out = run_with_deadline(cmd, Duration::from_secs(60)).await;
-    out.assert_code(0);
+    let mut child = cmd.spawn().unwrap();
+    let lines: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let (stdout, sink) = (child.stdout.take().unwrap(), lines.clone());
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            lock(&sink).push(line);
+        }
+    });
+    // "receiver: verified <type> …" per event, as the demo prints them.
+    let verified = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("receiver: verified "))
+            .map(|rest| rest.split_whitespace().next().unwrap().to_string())
+            .collect()
+    };
+    wait_until("three events of two types", Duration::from_secs(45), || {
+        let types = verified(&lock(&lines));
+        types.len() >= 3 && set(&types).len() >= 2
+    })
+    .await;
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = wait_exit(&mut child, Duration::from_secs(20)).await;
+    reader.join().unwrap();
+    let lines = lock(&lines).clone();
+    let all = lines.join("\n");
+    assert_eq!(status.code(), Some(0), "{all}");
+    let types = verified(&lines);
+    let last = lines.last().expect("output");
+    let n: usize = last
+        .strip_prefix("demo finished: ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no closing line: {all}"));
+    assert!(n >= 3, "{all}");
+    assert_eq!(n, types.len(), "every event received is printed: {all}");
+    assert!(set(&types).len() >= 2, "{types:?}");
     assert!(
-        out.stdout.lines().any(|l| l.contains("verified")),
-        "{}",
-        out.stdout
+        types
+            .iter()
+            .all(|t| t == "account.created" || t.starts_with("hris_employees.")),
+        "{types:?}"
     );
-    assert!(out.stdout.contains(" 0 rejected"), "{}", out.stdout);
-    assert!(!out.stdout.contains("REJECTED"), "{}", out.stdout);
+    assert!(last.ends_with(" 0 rejected"), "{all}");
+    assert!(!all.contains("REJECTED"), "{all}");
+
+    // --for: it stops by itself.
+    let mut cmd = std::process::Command::new(synthd_bin());
+    cmd.args(["demo", "--for", "1s"]);
+    clean_env(&mut cmd);
+    let out = run_with_deadline(cmd, Duration::from_secs(30)).await;
+    out.assert_code(0);
+    assert!(out.stdout.contains("demo finished: "), "{}", out.stdout);
 }
