@@ -24,7 +24,7 @@
 
 mod common;
 
-use common::{lock, serve, wait_exit};
+use common::{Receiver, lock, serve, wait_exit, wait_until};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use rand::prelude::*;
 use rusqlite::{Connection, OpenFlags};
@@ -197,51 +197,15 @@ async fn start_provider(n: usize) -> (Arc<Mutex<Api>>, String) {
 }
 
 // ---------------------------------------------------------------------------
-// A receiver that records what it gets
+// The receiver: the shared verifying one (tests/common)
 // ---------------------------------------------------------------------------
 
-#[derive(Clone, Debug)]
-struct Hit {
-    at: Instant,
-    id: String,
-    body: String,
-}
-
-struct Inbox {
-    status: u16,
-    hits: Vec<Hit>,
-}
-
-async fn hook(
-    State(inbox): State<Arc<Mutex<Inbox>>>,
-    headers: HeaderMap,
-    body: String,
-) -> StatusCode {
-    let mut inbox = lock(&inbox);
-    inbox.hits.push(Hit {
-        at: Instant::now(),
-        id: headers
-            .get("webhook-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string(),
-        body,
-    });
-    StatusCode::from_u16(inbox.status).unwrap()
-}
-
-async fn start_receiver(status: u16) -> (Arc<Mutex<Inbox>>, String) {
-    let inbox = Arc::new(Mutex::new(Inbox {
-        status,
-        hits: Vec::new(),
-    }));
-    let url = serve(
-        Router::new()
-            .route("/hook", axum::routing::post(hook))
-            .with_state(inbox.clone()),
-    )
-    .await;
-    (inbox, format!("{url}/hook?token={URL_TOKEN}"))
+/// A receiver answering `status`, and the webhook URL pointing at it.
+async fn start_receiver(status: u16) -> (Receiver, String) {
+    let rx = Receiver::start(&[SECRET], None).await;
+    rx.respond_with(status);
+    let url = format!("{}/hook?token={URL_TOKEN}", rx.base);
+    (rx, url)
 }
 
 // ---------------------------------------------------------------------------
@@ -543,14 +507,6 @@ fn mode_of(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
-async fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn signal(child: &Child, sig: i32) {
     // SAFETY: signalling our own, unreaped child.
     unsafe {
@@ -632,7 +588,7 @@ struct Seeded {
     state: PathBuf,
     db: PathBuf,
     api: Arc<Mutex<Api>>,
-    inbox: Arc<Mutex<Inbox>>,
+    inbox: Receiver,
     before: Snapshot,
 }
 
@@ -683,7 +639,7 @@ impl Seeded {
                 "{fault}: queued delivery {p:?} lost"
             );
         }
-        lock(&self.inbox).status = 200;
+        self.inbox.respond_with(200);
         // The retries are due (time passes).
         Connection::open(&self.db)
             .unwrap()
@@ -699,10 +655,11 @@ impl Seeded {
             "{fault}: sync after the fault: {}",
             out.all()
         );
-        let got: BTreeSet<String> = lock(&self.inbox)
-            .hits
+        let got: BTreeSet<String> = self
+            .inbox
+            .requests()
             .iter()
-            .map(|h| h.id.clone())
+            .map(|h| h.header("webhook-id"))
             .collect();
         for (event, _) in &self.before.pending {
             assert!(got.contains(event), "{fault}: {event} never delivered");
@@ -849,7 +806,7 @@ async fn read_only_state_is_refused_and_nothing_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_cannot_record_attempts_does_not_make_the_daemon_resend_in_a_loop() {
     let s = seeded().await;
-    lock(&s.inbox).status = 200;
+    s.inbox.respond_with(200);
     Connection::open(&s.db)
         .unwrap()
         .execute(
@@ -872,11 +829,11 @@ async fn a_store_that_cannot_record_attempts_does_not_make_the_daemon_resend_in_
     obey_file_modes(&mut c);
     let mut daemon = c.spawn().unwrap();
     wait_until("the first attempts", Duration::from_secs(10), || {
-        lock(&s.inbox).hits.len() >= 31
+        s.inbox.count() >= 31
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let hits = lock(&s.inbox).hits.len();
+    let hits = s.inbox.count();
     signal(&daemon, libc::SIGTERM);
     let status = wait_exit(&mut daemon, Duration::from_secs(20)).await;
     chmod(&s.state, 0o700);
@@ -890,7 +847,7 @@ async fn a_store_that_cannot_record_attempts_does_not_make_the_daemon_resend_in_
         "{hits} requests for 31 deliveries: unrecorded attempts are resent in a loop"
     );
     assert_eq!(snapshot(&s.db), s.before);
-    lock(&s.inbox).hits.clear();
+    s.inbox.clear();
     s.recovers("unrecorded attempts");
 }
 
@@ -932,7 +889,7 @@ async fn a_full_disk_rolls_back_cleanly_and_loses_nothing() {
     }
     // Room again (and time for the retries): everything arrives, each
     // change once.
-    lock(&s.inbox).status = 200;
+    s.inbox.respond_with(200);
     Connection::open(&s.db)
         .unwrap()
         .execute(
@@ -1159,11 +1116,11 @@ async fn a_provider_down_for_hours_causes_no_false_deletes_and_no_storm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let record_hits = |inbox: &Mutex<Inbox>| {
-        lock(inbox)
-            .hits
+    let record_hits = |inbox: &Receiver| {
+        inbox
+            .requests()
             .iter()
-            .filter(|h| h.body.contains("hris_employees."))
+            .filter(|h| h.text().contains("hris_employees."))
             .count()
     };
     wait_until("the four changes", Duration::from_secs(20), || {
@@ -1310,7 +1267,7 @@ async fn hostile_receivers_time_out_while_other_webhooks_keep_flowing() {
     let took = started.elapsed();
     assert_eq!(out.code, Some(0), "{}", out.all());
     // 21 events to each of six webhooks.
-    let hits = lock(&inbox).hits.clone();
+    let hits = inbox.requests();
     assert_eq!(hits.len(), 21);
     let spread = hits.last().unwrap().at - hits.first().unwrap().at;
     assert!(
@@ -1377,10 +1334,10 @@ async fn hostile_receivers_do_not_hold_up_the_daemon() {
     wait_until(
         "the healthy webhook's 21 events",
         Duration::from_secs(20),
-        || lock(&inbox).hits.len() >= 21,
+        || inbox.count() >= 21,
     )
     .await;
-    let hits = lock(&inbox).hits.clone();
+    let hits = inbox.requests();
     let spread = hits.last().unwrap().at - hits.first().unwrap().at;
     assert!(spread < Duration::from_millis(900), "{spread:?}");
     let stopping = Instant::now();
@@ -1427,7 +1384,7 @@ async fn nothing_private_reaches_disk_logs_or_output() {
         let n = api.records.len();
         api.order = (0..n).collect();
     }
-    lock(&inbox).status = 200;
+    inbox.respond_with(200);
 
     // The daemon, with a reload that fails on the line holding the secret.
     Connection::open(&db)
@@ -1533,9 +1490,13 @@ async fn nothing_private_reaches_disk_logs_or_output() {
         assert!(!printed.contains(needle), "{needle:?} printed:\n{printed}");
     }
     // Receivers get ids only.
-    for h in lock(&inbox).hits.iter() {
+    for h in inbox.requests() {
         for needle in PII {
-            assert!(!h.body.contains(needle), "{needle:?} sent in {}", h.body);
+            assert!(
+                !h.text().contains(needle),
+                "{needle:?} sent in {}",
+                h.text()
+            );
         }
     }
     assert!(
