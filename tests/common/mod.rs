@@ -249,6 +249,18 @@ pub fn stored_attempts(db: &Path) -> u64 {
         .unwrap() as u64
 }
 
+/// How many pending deliveries in `db` are due now: work a process left
+/// unfinished.
+pub fn due_pending_deliveries(db: &Path) -> u64 {
+    open_db(db)
+        .query_row(
+            "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?1",
+            [chrono::Utc::now().timestamp_millis()],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap() as u64
+}
+
 /// Moves the creation time of every pending delivery `by` into the past, as
 /// if they had waited that long.
 pub fn age_pending_deliveries(db: &Path, by: Duration) {
