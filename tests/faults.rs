@@ -98,6 +98,8 @@ struct Api {
     order: Vec<usize>,
     mode: Mode,
     rng: StdRng,
+    /// Every request received, as its page number.
+    requests: Vec<usize>,
 }
 
 impl Api {
@@ -107,6 +109,7 @@ impl Api {
             order: (0..n).collect(),
             mode: Mode::Up,
             rng: StdRng::seed_from_u64(42),
+            requests: Vec::new(),
         }))
     }
 
@@ -130,6 +133,7 @@ async fn employees(
     let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
     let mut per: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(10);
     let mut api = lock(&api);
+    api.requests.push(page);
     if api.order.len() != api.records.len() {
         api.order = (0..api.records.len()).collect();
     }
@@ -1060,21 +1064,27 @@ async fn a_provider_down_for_hours_causes_no_false_deletes_and_no_storm() {
         "the baseline is silent"
     );
 
-    // Every way of being down, while the provider's data also changes.
+    // Every way of being down, while the provider's data also changes; and
+    // the pages each poll asked for: a failure is not retried in a storm (a
+    // Retry-After of two hours is not waited out within a poll, a 400 or an
+    // HTML page is not retried), and the scan stops at the failing page.
     let mut faults = 0;
-    for (mode, exit) in [
-        (Mode::Unavailable, 1),
-        (Mode::FailPage(2), 1),
-        (Mode::FailPage(4), 1),
-        (Mode::Html, 1),
-        (Mode::Chatty(3), 1),
-        (Mode::Empty, 0),
-        (Mode::Unavailable, 1),
-        (Mode::CapPageSize(4), 0),
+    for (mode, exit, pages) in [
+        (Mode::Unavailable, 1, vec![1]),
+        (Mode::FailPage(2), 1, vec![1, 2]),
+        (Mode::FailPage(4), 1, vec![1, 2, 3, 4]),
+        (Mode::Html, 1, vec![1]),
+        (Mode::Chatty(3), 1, vec![1, 2, 3]),
+        (Mode::Empty, 0, vec![1]),
+        (Mode::Unavailable, 1, vec![1]),
+        // A short page ends the scan.
+        (Mode::CapPageSize(4), 0, vec![1]),
     ] {
         lock(&api).set(mode);
+        lock(&api).requests.clear();
         let out = synthd(&cfg, &["sync"]);
         assert_eq!(out.code, Some(exit), "{mode:?}: {}", out.all());
+        assert_eq!(lock(&api).requests, pages, "{mode:?}: the pages requested");
         // Pages that did arrive may show the real changes; nothing else.
         let events = record_events(&db);
         let n = |t: &str| events.get(t).copied().unwrap_or(0);
@@ -1101,9 +1111,10 @@ async fn a_provider_down_for_hours_causes_no_false_deletes_and_no_storm() {
         }
     }
 
-    // Back, hours later: the daemon polls at once and sends exactly the four
-    // real changes.
+    // Back, hours later: the daemon polls at once (four pages, once) and
+    // sends exactly the four real changes.
     lock(&api).set(Mode::Up);
+    lock(&api).requests.clear();
     Connection::open(&db)
         .unwrap()
         .execute(
@@ -1142,6 +1153,11 @@ async fn a_provider_down_for_hours_causes_no_false_deletes_and_no_storm() {
         ])
     );
     assert_eq!(record_hits(&inbox), 4);
+    assert_eq!(
+        lock(&api).requests,
+        [1, 2, 3, 4],
+        "one poll of the recovered provider"
+    );
     assert_eq!(count(&db, "SELECT COUNT(*) FROM records"), 30);
     println!("provider outage: {faults} faulty polls, then exactly 4 events for 4 changes");
 }
