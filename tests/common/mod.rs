@@ -261,6 +261,17 @@ pub fn due_pending_deliveries(db: &Path) -> u64 {
         .unwrap() as u64
 }
 
+/// Makes every pending delivery to `webhook` due `after` from now.
+pub fn delay_pending_deliveries(db: &Path, webhook: &str, after: Duration) {
+    let at = chrono::Utc::now().timestamp_millis() + after.as_millis() as i64;
+    open_db(db)
+        .execute(
+            "UPDATE deliveries SET next_attempt_at = ?2 WHERE status = 'pending' AND webhook_id = ?1",
+            rusqlite::params![webhook, at],
+        )
+        .unwrap();
+}
+
 /// Moves the creation time of every pending delivery `by` into the past, as
 /// if they had waited that long.
 pub fn age_pending_deliveries(db: &Path, by: Duration) {
