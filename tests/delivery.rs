@@ -1443,3 +1443,85 @@ secret = "{secret}"
     assert!(out.stderr.contains("less than 10s ago"), "{}", out.stderr);
     env.assert_no_leaks(&[]);
 }
+
+/// The shared receiver is not a rubber stamp: it turns away what a real
+/// receiver would (a timestamp that is not the one signed or not now, a
+/// signature by another secret, no hex signature, a webhook-id that is
+/// not the event id) and accepts the genuine request.
+#[tokio::test]
+async fn the_shared_receiver_rejects_what_a_real_receiver_would() {
+    use base64::Engine as _;
+    use hmac::{KeyInit, Mac};
+    let clock = ManualClock::new(t0());
+    let rx = Receiver::start(&[SECRET_NEW], Some(clock.clone())).await;
+    let body = r#"{"id":"evt_1","type":"webhook.test","data":{}}"#;
+    let ts = t0().timestamp();
+    let sign = |secret: &str, id: &str, ts: i64| {
+        standardwebhooks::Webhook::new(secret)
+            .unwrap()
+            .sign(id, ts, body.as_bytes())
+            .unwrap()
+    };
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(SECRET_NEW.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(body.as_bytes());
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let client = reqwest::Client::new();
+    let post = |id: &str, header_ts: i64, signature: String, hex: Option<&str>| {
+        let mut req = client
+            .post(format!("{}/hook", rx.base))
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", header_ts.to_string())
+            .header("webhook-signature", signature)
+            .body(body);
+        if let Some(hex) = hex {
+            req = req.header("x-synthd-signature", hex);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let cases = [
+        (
+            "signed for one time, stamped another",
+            post("evt_1", ts + 1, sign(SECRET_NEW, "evt_1", ts), Some(&hex)).await,
+        ),
+        (
+            "signed and stamped, but not now",
+            post(
+                "evt_1",
+                ts + 1,
+                sign(SECRET_NEW, "evt_1", ts + 1),
+                Some(&hex),
+            )
+            .await,
+        ),
+        (
+            "another secret",
+            post("evt_1", ts, sign(SECRET_OLD, "evt_1", ts), Some(&hex)).await,
+        ),
+        (
+            "no hex signature",
+            post("evt_1", ts, sign(SECRET_NEW, "evt_1", ts), None).await,
+        ),
+        (
+            "webhook-id is not the event id",
+            post("evt_2", ts, sign(SECRET_NEW, "evt_2", ts), Some(&hex)).await,
+        ),
+    ];
+    for (what, status) in &cases {
+        assert_eq!(*status, 401, "{what}");
+    }
+    assert_eq!(rx.rejected().len(), cases.len());
+    assert_eq!(
+        post("evt_1", ts, sign(SECRET_NEW, "evt_1", ts), Some(&hex)).await,
+        200,
+        "the genuine request"
+    );
+}
