@@ -220,4 +220,66 @@ mod tests {
         assert!(err.contains("1m"), "{err}");
         assert!(Schedule::cron("not cron", Duration::from_secs(300)).is_err());
     }
+    #[test]
+    fn a_cron_exactly_at_the_minimum_is_allowed_and_one_below_is_not() {
+        let five = Duration::from_secs(300);
+        assert!(Schedule::cron("0 */5 * * * *", five).is_ok());
+        let err = Schedule::cron("0 */4 * * * *", five).unwrap_err();
+        assert!(err.contains("more often than"), "{err}");
+        let err = Schedule::cron("0 0 0 31 2 *", five).unwrap_err();
+        assert!(err.contains("never fires"), "{err}");
+    }
+
+    #[test]
+    fn nominal_interval_is_the_interval_or_the_gap_between_the_next_two_firings() {
+        let now = t("2026-11-23T10:01:00Z");
+        assert_eq!(Schedule::Every(HOUR).nominal_interval(now), HOUR);
+        let quarter = Schedule::cron("0 */15 * * * *", Duration::from_secs(300)).unwrap();
+        assert_eq!(quarter.nominal_interval(now), Duration::from_secs(900));
+        // 17:00, then 09:00 the next day.
+        let twice = Schedule::cron("0 0 9,17 * * *", Duration::from_secs(300)).unwrap();
+        assert_eq!(twice.nominal_interval(now), 16 * HOUR);
+    }
+
+    #[test]
+    fn an_accounts_phase_is_stable_across_restarts_and_versions() {
+        // Hourly polls land on the same minute and second of every hour,
+        // derived from the account id alone, so a restart or an upgrade
+        // does not move them. These are the phases synthd has always given.
+        let last = t("2026-11-23T10:00:00Z");
+        let s = Schedule::Every(HOUR);
+        for (id, due) in [
+            ("acme", "2026-11-23T11:12:19.872Z"),
+            ("globex", "2026-11-23T11:04:26.599Z"),
+            ("initech", "2026-11-23T11:14:45.763Z"),
+            ("umbrella", "2026-11-23T10:48:38.432Z"),
+            ("hooli", "2026-11-23T10:59:39.083Z"),
+            ("a1", "2026-11-23T11:20:00.480Z"),
+        ] {
+            assert_eq!(s.next_due(id, Some(last), last), t(due), "{id}");
+        }
+    }
+
+    #[test]
+    fn every_account_polls_half_to_one_and_a_half_intervals_later_then_on_its_grid() {
+        let lasts = [t("2026-11-23T10:00:00Z"), t("2026-11-23T10:17:31.250Z")];
+        for interval in [Duration::from_secs(300), HOUR, 24 * HOUR] {
+            let s = Schedule::Every(interval);
+            let i = chrono::Duration::from_std(interval).unwrap();
+            for n in 0..200 {
+                let id = format!("acct-{n}");
+                let dues = lasts.map(|last| {
+                    let due = s.next_due(&id, Some(last), last);
+                    let gap = due - last;
+                    assert!(gap > i / 2 && gap <= i * 3 / 2, "{id} every {i}: {gap}");
+                    // On the grid: exactly one interval to the next poll.
+                    assert_eq!(s.next_due(&id, Some(due), due), due + i, "{id}");
+                    due
+                });
+                // One grid per account, whenever its last poll was.
+                let apart = (dues[1] - dues[0]).num_milliseconds();
+                assert_eq!(apart % i.num_milliseconds(), 0, "{id} every {i}");
+            }
+        }
+    }
 }

@@ -861,40 +861,103 @@ retries = 2"#,
     assert_eq!(h.state("acme"), (2, None));
 }
 
-#[tokio::test]
+/// One answer of a [`scripted`] provider.
+#[derive(Clone)]
+struct Step {
+    status: u16,
+    retry_after: Option<&'static str>,
+    /// How long the provider takes to answer (on tokio's clock).
+    delay: Duration,
+    body: Value,
+}
+
+impl Step {
+    fn ok(body: Value) -> Step {
+        Step {
+            status: 200,
+            retry_after: None,
+            delay: Duration::ZERO,
+            body,
+        }
+    }
+
+    fn status(status: u16, retry_after: &'static str) -> Step {
+        Step {
+            status,
+            retry_after: Some(retry_after),
+            delay: Duration::ZERO,
+            body: json!({}),
+        }
+    }
+}
+
+/// A provider served on the test's own runtime, so that it runs on the
+/// runtime's paused clock too: its n-th request gets `steps[n]` (the last
+/// step repeats). Returns its base URL and the tokio time of each request.
+async fn scripted(steps: Vec<Step>) -> (String, Arc<Mutex<Vec<tokio::time::Instant>>>) {
+    use axum::response::IntoResponse;
+    let arrivals: Arc<Mutex<Vec<tokio::time::Instant>>> = Arc::default();
+    let log = arrivals.clone();
+    let app = axum::Router::new().fallback(move || {
+        let (steps, log) = (steps.clone(), log.clone());
+        async move {
+            let n = {
+                let mut log = log.lock().unwrap();
+                log.push(tokio::time::Instant::now());
+                log.len() - 1
+            };
+            let step = steps[n.min(steps.len() - 1)].clone();
+            tokio::time::sleep(step.delay).await;
+            let mut resp = (
+                axum::http::StatusCode::from_u16(step.status).unwrap(),
+                axum::Json(step.body),
+            )
+                .into_response();
+            if let Some(ra) = step.retry_after {
+                resp.headers_mut()
+                    .insert("retry-after", ra.parse().unwrap());
+            }
+            resp
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), arrivals)
+}
+
+// The waits below (a Retry-After, a timeout) pass on tokio's paused clock,
+// which jumps ahead whenever every task is waiting on a timer: no test
+// sleeps, and the intervals measured are exact.
+
+#[tokio::test(start_paused = true)]
 async fn retry_after_on_429_is_honoured_and_a_long_one_fails_the_poll_at_once() {
-    let server = MockServer::start().await;
-    Mock::given(path("/v1/employees"))
-        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "1"))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/v1/employees"))
-        .respond_with(ok_json(people([1])))
-        .mount(&server)
-        .await;
-    let h = harness(&one_resource(&server.uri(), "", ""));
-    let started = Instant::now();
-    h.fetch("acme").await.unwrap();
+    let (uri, arrivals) = scripted(vec![Step::status(429, "1"), Step::ok(people([1]))]).await;
+    let h = harness(&one_resource(&uri, "", ""));
+    assert_eq!(ids(&h.fetch("acme").await.unwrap()), ["1"]);
+    let at = arrivals.lock().unwrap().clone();
+    assert_eq!(at.len(), 2);
+    let gap = at[1] - at[0];
+    // The 1 s asked for, not the 5 ms backoff.
     assert!(
-        started.elapsed() >= Duration::from_secs(1),
+        gap >= Duration::from_secs(1) && gap < Duration::from_millis(1100),
+        "{gap:?}"
+    );
+
+    let (uri, arrivals) = scripted(vec![Step::status(503, "3600")]).await;
+    let h = harness(&one_resource(&uri, "", ""));
+    let started = tokio::time::Instant::now();
+    let err = h.fetch("acme").await.unwrap_err().to_string();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
         "{:?}",
         started.elapsed()
     );
-
-    server.reset().await;
-    Mock::given(path("/v1/employees"))
-        .respond_with(ResponseTemplate::new(503).insert_header("retry-after", "3600"))
-        .mount(&server)
-        .await;
-    let started = Instant::now();
-    let err = h.fetch("acme").await.unwrap_err().to_string();
-    assert!(started.elapsed() < Duration::from_secs(1));
     assert!(
         err.contains("HTTP 503 asks to wait 3600s (Retry-After)"),
         "{err}"
     );
-    assert_eq!(requests(&server).await.len(), 1);
+    assert_eq!(arrivals.lock().unwrap().len(), 1);
 }
 
 /// A raw HTTP/1.1 server whose first `resets` connections are reset as soon
@@ -950,29 +1013,20 @@ async fn connection_resets_are_retried() {
     assert_eq!(connections.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_request_that_times_out_is_retried() {
-    let server = MockServer::start().await;
-    Mock::given(path("/v1/employees"))
-        .respond_with(ok_json(people([9])).set_delay(Duration::from_secs(3)))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/v1/employees"))
-        .respond_with(ok_json(people([1])))
-        .mount(&server)
-        .await;
-    let h = harness(&one_resource(
-        &server.uri(),
-        "timeout = \"1s\"\nretries = 1",
-        "",
-    ));
-    let started = Instant::now();
+    // The first answer would take 3 s; the timeout is 1 s.
+    let mut slow = Step::ok(people([9]));
+    slow.delay = Duration::from_secs(3);
+    let (uri, arrivals) = scripted(vec![slow, Step::ok(people([1]))]).await;
+    let h = harness(&one_resource(&uri, "timeout = \"1s\"\nretries = 1", ""));
     assert_eq!(ids(&h.fetch("acme").await.unwrap()), ["1"]);
-    let took = started.elapsed();
+    let at = arrivals.lock().unwrap().clone();
+    assert_eq!(at.len(), 2);
+    let gap = at[1] - at[0];
     assert!(
-        took >= Duration::from_secs(1) && took < Duration::from_secs(3),
-        "{took:?}"
+        gap >= Duration::from_secs(1) && gap < Duration::from_millis(1100),
+        "retried {gap:?} after the first request"
     );
 }
 

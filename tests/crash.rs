@@ -34,7 +34,7 @@
 
 mod common;
 
-use common::{lock, serve, wait_exit};
+use common::{Receiver, Reply, lock, serve, wait_exit, wait_until};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::os::unix::process::ExitStatusExt;
@@ -45,7 +45,6 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
 use rand::prelude::*;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Value, json};
@@ -149,9 +148,10 @@ async fn employees(
 }
 
 // ---------------------------------------------------------------------------
-// The receiver: records every request; fails some of them
+// The receiver: the shared verifying one, failing some requests
 // ---------------------------------------------------------------------------
 
+/// One request the receiver got.
 #[derive(Clone, Debug)]
 struct Request {
     path: String,
@@ -161,43 +161,46 @@ struct Request {
     accepted: bool,
 }
 
-struct Inbox {
-    requests: Vec<Request>,
+/// How often the receiver fails, drawn from a seeded generator.
+struct Faults {
     fail_rate: f64,
     rng: StdRng,
 }
 
-async fn hook(
-    State(inbox): State<Arc<Mutex<Inbox>>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> StatusCode {
-    let body: Value = serde_json::from_slice(&body).unwrap_or_default();
-    let (fail, delay) = {
-        let mut inbox = lock(&inbox);
-        let rate = inbox.fail_rate;
-        let fail = inbox.rng.random_bool(rate);
-        let delay = inbox.rng.random_range(0..4u64);
-        inbox.requests.push(Request {
-            path: uri.path().to_string(),
-            id: headers
-                .get("webhook-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string(),
-            kind: body["type"].as_str().unwrap_or_default().to_string(),
-            record_id: body["data"]["record_id"].as_str().map(str::to_string),
-            accepted: !fail,
-        });
-        (fail, delay)
-    };
-    tokio::time::sleep(Duration::from_millis(delay)).await;
-    if fail {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::OK
-    }
+/// The shared verifying receiver (tests/common), answering 500 to a
+/// `fail_rate` of requests and each after 5 to 25 ms: the delivery phase
+/// lasts long enough for kills to land in it.
+async fn start_receiver(fail_rate: f64, seed: u64) -> (Receiver, Arc<Mutex<Faults>>) {
+    let rx = Receiver::start(&[SECRET], None).await;
+    let faults = Arc::new(Mutex::new(Faults {
+        fail_rate,
+        rng: StdRng::seed_from_u64(seed),
+    }));
+    let f = faults.clone();
+    rx.script(move |_| {
+        let mut f = lock(&f);
+        let rate = f.fail_rate;
+        let fail = f.rng.random_bool(rate);
+        let delay = Duration::from_millis(f.rng.random_range(5..25u64));
+        Some(Reply::status(if fail { 500 } else { 200 }).delay(delay))
+    });
+    (rx, faults)
+}
+
+fn requests(rx: &Receiver) -> Vec<Request> {
+    rx.requests()
+        .iter()
+        .map(|r| {
+            let body = r.json();
+            Request {
+                path: r.path().to_string(),
+                id: r.header("webhook-id"),
+                kind: body["type"].as_str().unwrap_or_default().to_string(),
+                record_id: body["data"]["record_id"].as_str().map(str::to_string),
+                accepted: r.status < 300,
+            }
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -330,7 +333,11 @@ struct Tally {
     kills: u64,
     kills_before_poll: u64,
     kills_mid_poll: u64,
-    kills_after_poll: u64,
+    /// The poll done, due deliveries not yet all attempted.
+    kills_mid_delivery: u64,
+    /// The poll done and nothing due: a finished sync about to exit, or an
+    /// idle daemon.
+    kills_idle: u64,
     sigterms: u64,
     finished: u64,
     concurrent_updates: u64,
@@ -511,7 +518,8 @@ impl Checker {
 /// A provider, a receiver and a config pointing synthd at them.
 struct Setup {
     world: Arc<Mutex<World>>,
-    inbox: Arc<Mutex<Inbox>>,
+    rx: Receiver,
+    faults: Arc<Mutex<Faults>>,
     provider: String,
     receiver: String,
     dir: tempfile::TempDir,
@@ -535,24 +543,16 @@ async fn setup(records: usize, fail_rate: f64, seed: u64) -> Setup {
             .with_state(world.clone()),
     )
     .await;
-    let inbox = Arc::new(Mutex::new(Inbox {
-        requests: Vec::new(),
-        fail_rate,
-        rng: StdRng::seed_from_u64(seed),
-    }));
-    let receiver = serve(
-        Router::new()
-            .route("/{*path}", axum::routing::post(hook))
-            .with_state(inbox.clone()),
-    )
-    .await;
+    let (rx, faults) = start_receiver(fail_rate, seed).await;
+    let receiver = rx.base.clone();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let cfg = dir.path().join("synthd.toml");
     std::fs::write(&cfg, config_text(&state, &provider, &receiver)).unwrap();
     Setup {
         world,
-        inbox,
+        rx,
+        faults,
         provider,
         receiver,
         dir,
@@ -566,7 +566,8 @@ async fn crash_loop(seed: u64, epochs: usize) {
     let mut rng = StdRng::seed_from_u64(seed);
     let Setup {
         world,
-        inbox,
+        rx,
+        faults,
         dir,
         state,
         cfg,
@@ -644,6 +645,8 @@ async fn crash_loop(seed: u64, epochs: usize) {
         );
         let spawned = Instant::now();
         let (ending, status) = run_until(&mut child, after, graceful).await;
+        // Deliveries the process left due: it died while delivering.
+        let due_left = common::due_pending_deliveries(&db);
         if matches!(ending, Ending::Finished) && !use_run {
             sync_time = (sync_time + spawned.elapsed()) / 2;
         }
@@ -661,7 +664,8 @@ async fn crash_loop(seed: u64, epochs: usize) {
                 match poll {
                     Poll::NotStarted => tally.kills_before_poll += 1,
                     Poll::Partial => tally.kills_mid_poll += 1,
-                    Poll::Finished => tally.kills_after_poll += 1,
+                    Poll::Finished if due_left > 0 => tally.kills_mid_delivery += 1,
+                    Poll::Finished => tally.kills_idle += 1,
                 }
             }
             Ending::Terminated => {
@@ -686,7 +690,7 @@ async fn crash_loop(seed: u64, epochs: usize) {
     }
 
     // Drain: a healthy receiver, retries due, uninterrupted syncs.
-    lock(&inbox).fail_rate = 0.0;
+    lock(&faults).fail_rate = 0.0;
     let mut n = epochs;
     loop {
         n += 1;
@@ -729,7 +733,7 @@ async fn crash_loop(seed: u64, epochs: usize) {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    let requests = lock(&inbox).requests.clone();
+    let requests = requests(&rx);
     let mut accepted: HashMap<(String, String), Vec<&Request>> = HashMap::new();
     for r in &requests {
         if r.accepted {
@@ -758,7 +762,7 @@ async fn crash_loop(seed: u64, epochs: usize) {
     }
     let w = lock(&world);
     println!(
-        "crash loop (seed {seed:#x}): {} epochs in {:.1}s; {} SIGKILLs ({} before the poll, {} mid-poll, {} after it, while delivering), \
+        "crash loop (seed {seed:#x}): {} epochs in {:.1}s; {} SIGKILLs ({} before the poll, {} mid-poll, {} mid-delivery, {} idle), \
          {} SIGTERMs, {} processes finished first; {} provider changes ({} while synthd was paging); \
          {} events checked against the stored hashes, {} (event, webhook) deliveries confirmed at the receiver \
          ({} redelivered after a kill, {} receiver failures retried)",
@@ -767,7 +771,8 @@ async fn crash_loop(seed: u64, epochs: usize) {
         tally.kills,
         tally.kills_before_poll,
         tally.kills_mid_poll,
-        tally.kills_after_poll,
+        tally.kills_mid_delivery,
+        tally.kills_idle,
         tally.sigterms,
         tally.finished,
         w.changes,
@@ -777,7 +782,14 @@ async fn crash_loop(seed: u64, epochs: usize) {
         tally.receiver_duplicates,
         tally.receiver_failures,
     );
-    assert!(tally.kills > 0);
+    // The seeded run must have killed synthd in every phase.
+    for (phase, kills) in [
+        ("before the poll", tally.kills_before_poll),
+        ("mid-poll", tally.kills_mid_poll),
+        ("mid-delivery", tally.kills_mid_delivery),
+    ] {
+        assert!(kills > 0, "no SIGKILL landed {phase} (seed {seed:#x})");
+    }
 }
 
 fn seed() -> u64 {
@@ -806,24 +818,17 @@ async fn soak_kill_9_many_times() {
 // Two daemons on one state directory
 // ---------------------------------------------------------------------------
 
-async fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_daemon_on_the_same_state_dir_refuses_to_start() {
     let Setup {
         world,
-        inbox,
+        rx,
         provider,
         receiver,
         dir,
         state,
         cfg,
+        ..
     } = setup(20, 0.0, 1).await;
     // The same directory under another spelling, and through a symlink.
     let cfg_dot = dir.path().join("dot.toml");
@@ -845,7 +850,7 @@ async fn a_second_daemon_on_the_same_state_dir_refuses_to_start() {
     wait_until(
         "the first daemon's deliveries",
         Duration::from_secs(20),
-        || lock(&inbox).requests.len() >= 41,
+        || rx.count() >= 41,
     )
     .await;
 
@@ -889,7 +894,7 @@ async fn a_second_daemon_on_the_same_state_dir_refuses_to_start() {
     );
 
     // Nothing was delivered twice and the database is sound.
-    let requests = lock(&inbox).requests.clone();
+    let requests = requests(&rx);
     let mut seen = BTreeSet::new();
     for r in &requests {
         assert!(

@@ -1,17 +1,23 @@
-//! The real `synthd run` process: start-up, /healthz and /metrics, SIGHUP
-//! reload (good and bad configs), SIGTERM exit, and JSON logs without
-//! secrets.
+//! The real `synthd run` process: start-up, /healthz and /metrics (every
+//! gauge asserted), SIGHUP reloads (a bad config kept out, an account added,
+//! an account removed), SIGTERM exit, and JSON logs without secrets. Every
+//! webhook request is verified by the shared receiver (tests/common).
 
-use std::io::Read;
+mod common;
+
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use wiremock::matchers::{method, path};
+use common::{Receiver, Reply, SECRET, lock, wait_exit, wait_until, wait_until_async};
+use wiremock::matchers::{bearer_token, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const TOKEN: &str = "provider-token-Qx81";
 const URL_TOKEN: &str = "hook-token-Zz90";
+/// Account `gamma`'s token, which the provider refuses: a failing resource.
+const BAD_TOKEN: &str = "refused-token-Gm42";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -21,6 +27,9 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Webhook `hr` gets everything; `dead` gets account events and refuses
+/// them all, so they stay pending. `gamma` polls with a token the provider
+/// refuses.
 fn config(
     state: &std::path::Path,
     provider: &str,
@@ -47,40 +56,52 @@ id = "hr"
 url = "{receiver}/hook?token={URL_TOKEN}"
 events = ["*"]
 secret = "{SECRET}"
+
+[[webhooks]]
+id = "dead"
+url = "{receiver}/dead"
+events = ["account.*"]
+secret = "{SECRET}"
 "#,
         state = state.display()
     );
     for a in accounts {
         s.push_str(&format!("\n[[accounts]]\nid = \"{a}\"\nprovider = \"p\"\n"));
+        if *a == "gamma" {
+            s.push_str(&format!(
+                "auth = {{ type = \"bearer\", token = \"{BAD_TOKEN}\" }}\n"
+            ));
+        }
     }
     s
 }
 
-/// Account ids of the `account.created` events the receiver has seen.
-async fn created_accounts(receiver: &MockServer) -> Vec<String> {
-    let mut out: Vec<String> = receiver
-        .received_requests()
-        .await
-        .unwrap_or_default()
+/// `(type, account)` of every account event `hr` accepted, sorted.
+fn account_events(rx: &Receiver) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = rx
+        .requests()
         .iter()
-        .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
-        .filter(|v| v["type"] == "account.created")
-        .map(|v| v["data"]["account_id"].as_str().unwrap().to_string())
+        .filter(|r| r.path() == "/hook")
+        .map(|r| r.json())
+        .filter(|v| v["type"].as_str().unwrap().starts_with("account."))
+        .map(|v| {
+            (
+                v["type"].as_str().unwrap().to_string(),
+                v["data"]["account_id"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     out.sort();
     out
 }
 
-async fn wait_for<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+fn events(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = list
+        .iter()
+        .map(|(t, a)| (t.to_string(), a.to_string()))
+        .collect();
+    v.sort();
+    v
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -95,51 +116,82 @@ async fn get(port: u16, path: &str) -> (u16, String) {
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
-#[tokio::test]
+/// The value of one gauge line of the /metrics text.
+fn gauge(metrics: &str, name: &str) -> Option<i64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Collects a child's stdout lines as they are written.
+fn collect_lines(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (out, sink) = (child.stdout.take().unwrap(), lines.clone());
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            lock(&sink).push(line);
+        }
+    });
+    lines
+}
+
+fn logged(lines: &Mutex<Vec<String>>, message: &str) -> usize {
+    let needle = format!("\"message\":\"{message}\"");
+    lock(lines).iter().filter(|l| l.contains(&needle)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_metrics_reloads_on_sighup_and_stops_on_sigterm() {
     let provider = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/v1/employees"))
+        .and(bearer_token(TOKEN))
         .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
             "data": [{"id": 1, "name": "Ottoline-Vexby"}]
         })))
         .mount(&provider)
         .await;
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&receiver)
-        .await;
+    let rx = Receiver::start(&[SECRET], None).await;
+    rx.script(|q| (q.path() == "/dead").then(|| Reply::status(500).body("gone fishing")));
 
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let cfg = dir.path().join("synthd.toml");
     let port = free_port();
-    std::fs::write(
-        &cfg,
-        config(&state, &provider.uri(), &receiver.uri(), port, &["alpha"]),
-    )
-    .unwrap();
+    let write = |accounts: &[&str]| {
+        std::fs::write(
+            &cfg,
+            config(&state, &provider.uri(), &rx.base, port, accounts),
+        )
+        .unwrap()
+    };
+    write(&["alpha", "gamma"]);
 
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin!("synthd"))
-        .arg("--config")
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("synthd"));
+    cmd.arg("--config")
         .arg(&cfg)
         .arg("run")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    common::clean_env(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    let lines = collect_lines(&mut child);
+    let within = Duration::from_secs(15);
 
-    wait_for("account.created for alpha", || async {
-        created_accounts(&receiver).await == ["alpha"]
+    wait_until("account.created for alpha and gamma", within, || {
+        account_events(&rx) == events(&[("account.created", "alpha"), ("account.created", "gamma")])
     })
     .await;
-    wait_for("the first poll", || async {
-        provider.received_requests().await.unwrap_or_default().len() == 1
+    wait_until("alpha's poll", within, || {
+        logged(&lines, "poll finished") >= 1
+    })
+    .await;
+    wait_until("the refused account events", within, || {
+        rx.requests().iter().filter(|r| r.path() == "/dead").count() >= 2
     })
     .await;
 
-    wait_for("/healthz", || async {
+    wait_until_async("/healthz", within, || async {
         reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
             .await
             .is_ok()
@@ -147,65 +199,104 @@ async fn run_serves_metrics_reloads_on_sighup_and_stops_on_sigterm() {
     .await;
     assert_eq!(get(port, "/healthz").await, (200, "ok\n".to_string()));
     let metrics = async || get(port, "/metrics").await.1;
-    wait_for("the delivered gauge", || async {
-        metrics()
-            .await
-            .contains("synthd_deliveries{state=\"delivered\"} 1")
+    // Alpha polled fine and gamma failed; hr took both account events and
+    // dead refused them (its attempts are recorded after the receiver saw
+    // them, hence the wait).
+    wait_until_async("the gauges to settle", within, || async {
+        let m = metrics().await;
+        gauge(&m, "synthd_resources{state=\"ok\"}") == Some(1)
+            && gauge(&m, "synthd_resources{state=\"failing\"}") == Some(1)
+            && gauge(&m, "synthd_deliveries{state=\"delivered\"}") == Some(2)
+            && gauge(&m, "synthd_deliveries{state=\"pending\"}") == Some(2)
     })
     .await;
-    let text = metrics().await;
-    assert!(text.contains("synthd_resources{state=\"ok\"} 1"), "{text}");
-    assert!(text.contains("synthd_paused_webhooks 0"), "{text}");
+    let m = metrics().await;
+    assert_eq!(
+        gauge(&m, "synthd_deliveries{state=\"failed\"}"),
+        Some(0),
+        "{m}"
+    );
+    assert_eq!(gauge(&m, "synthd_paused_webhooks"), Some(0), "{m}");
+    let age = gauge(&m, "synthd_oldest_pending_delivery_age_seconds").unwrap();
+    assert!(age < 60, "oldest pending age {age}:\n{m}");
+    // The two refused deliveries have been waiting an hour (as if).
+    common::age_pending_deliveries(&state.join("synthd.db"), Duration::from_secs(3600));
+    let m = metrics().await;
+    let age = gauge(&m, "synthd_oldest_pending_delivery_age_seconds").unwrap();
+    assert!(
+        (3600..3660).contains(&age),
+        "oldest pending age {age}:\n{m}"
+    );
 
     // A broken config on SIGHUP is logged and the old one keeps running.
     std::fs::write(&cfg, "[[accounts]]\nid = \"x\"\nprovider = \"nope\"\n").unwrap();
     signal(&child, libc::SIGHUP);
-    // A good one adds an account: account.created arrives.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("the failed reload", within, || {
+        logged(&lines, "config reload failed; keeping the running config") == 1
+    })
+    .await;
     assert!(
         child.try_wait().unwrap().is_none(),
         "a bad reload must not stop the daemon"
     );
-    std::fs::write(
-        &cfg,
-        config(
-            &state,
-            &provider.uri(),
-            &receiver.uri(),
-            port,
-            &["alpha", "beta"],
-        ),
-    )
-    .unwrap();
+
+    // A good one adds an account: account.created arrives.
+    write(&["alpha", "beta", "gamma"]);
     signal(&child, libc::SIGHUP);
-    wait_for("account.created for beta", || async {
-        created_accounts(&receiver).await == ["alpha", "beta"]
+    wait_until("account.created for beta", within, || {
+        account_events(&rx).contains(&("account.created".into(), "beta".into()))
     })
     .await;
 
-    signal(&child, libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "synthd did not stop on SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(status.code(), Some(0));
-
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
+    // One that removes an account: account.deleted arrives, and the
+    // account's poll state is gone.
+    write(&["beta", "gamma"]);
+    signal(&child, libc::SIGHUP);
+    wait_until("account.deleted for alpha", within, || {
+        account_events(&rx).contains(&("account.deleted".into(), "alpha".into()))
+    })
+    .await;
+    assert_eq!(
+        account_events(&rx),
+        events(&[
+            ("account.created", "alpha"),
+            ("account.created", "beta"),
+            ("account.created", "gamma"),
+            ("account.deleted", "alpha"),
+        ])
+    );
+    let status = std::process::Command::new(assert_cmd::cargo::cargo_bin!("synthd"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["status", "--json"])
+        .output()
         .unwrap();
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
+    assert!(status.status.success(), "{status:?}");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let mut polled: Vec<&str> = status["polls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["account_id"].as_str().unwrap())
+        .collect();
+    polled.dedup();
+    assert!(!polled.contains(&"alpha"), "{status}");
+    assert!(polled.contains(&"gamma"), "{status}");
+
+    signal(&child, libc::SIGTERM);
+    assert_eq!(wait_exit(&mut child, within).await.code(), Some(0));
+    // The reader thread has seen the end of stdout once the process is gone.
+    wait_until("the last log line", within, || {
+        logged(&lines, "synthd stopped") == 1
+    })
+    .await;
+
+    let lines = lock(&lines).clone();
+    let logs: Vec<serde_json::Value> = lines
+        .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
         .collect();
-    let messages: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
+    let messages: Vec<&str> = logs.iter().filter_map(|l| l["message"].as_str()).collect();
     for expected in [
         "synthd started",
         "poll finished",
@@ -219,15 +310,15 @@ async fn run_serves_metrics_reloads_on_sighup_and_stops_on_sigterm() {
             "missing log {expected:?} in {messages:?}"
         );
     }
-    let poll = lines
+    let poll = logs
         .iter()
-        .find(|l| l["message"] == "poll finished")
+        .find(|l| l["message"] == "poll finished" && l["account"] == "alpha")
         .unwrap();
-    assert_eq!(poll["account"], "alpha");
     assert_eq!(poll["resource"], "hris_employees");
     assert_eq!(poll["records"], 1);
     assert!(poll["duration_ms"].is_u64());
-    for secret in [SECRET, TOKEN, URL_TOKEN, "Ottoline-Vexby"] {
-        assert!(!stdout.contains(secret), "{secret} leaked into the logs");
+    let all = lines.join("\n");
+    for secret in [SECRET, TOKEN, URL_TOKEN, BAD_TOKEN, "Ottoline-Vexby"] {
+        assert!(!all.contains(secret), "{secret} leaked into the logs");
     }
 }

@@ -1,15 +1,17 @@
-//! The delivery engine against a real loopback receiver, with an injected
-//! clock: retry schedule, Retry-After, per-record order, pausing, replay,
-//! test sends, secret rotation, retention, timeouts and redirects.
+//! The delivery engine against the shared verifying loopback receiver, with
+//! an injected clock: the README's retry schedule, Retry-After, per-record
+//! order, pausing, replay and its filters, per-webhook test sends, secret
+//! rotation, retention (and the daemon's retention loop), timeouts and
+//! redirects; and the delivery commands of the binary.
 
+mod common;
+
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use common::{Receiver, Reply};
 use synthd::clock::{Clock, ManualClock};
 use synthd::config::{self, Config};
 use synthd::deliver::{self, Deliverer, Sender, TestSendError};
@@ -19,6 +21,7 @@ use synthd::store::{AccountFingerprint, DeliveryFilter, ReplaySelection, Store};
 const SECRET_NEW: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const SECRET_OLD: &str = "whsec_dGhpcyBpcyB0aGUgb2xkIHNlY3JldCBrZXkgISE=";
 
+/// How the receiver answers.
 #[derive(Clone, Copy, Debug)]
 enum Mode {
     Ok,
@@ -28,111 +31,70 @@ enum Mode {
     Redirect,
 }
 
-#[derive(Clone)]
-struct Received {
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Received {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-    fn header(&self, name: &str) -> String {
-        self.headers[name].to_str().unwrap().to_string()
-    }
-}
-
-#[derive(Default)]
-struct HookState {
-    mode: Option<Mode>,
-    /// Requests for this record id fail with 500 whatever the mode.
-    failing_record: Option<String>,
-    requests: Vec<Received>,
-    redirect_hits: usize,
-}
-
-#[derive(Clone, Default)]
-struct Receiver(Arc<Mutex<HookState>>);
-
-impl Receiver {
-    fn set(&self, mode: Mode) {
-        self.0.lock().unwrap().mode = Some(mode);
-    }
-    fn fail_record(&self, id: Option<&str>) {
-        self.0.lock().unwrap().failing_record = id.map(str::to_string);
-    }
-    fn requests(&self) -> Vec<Received> {
-        self.0.lock().unwrap().requests.clone()
-    }
-}
-
-async fn hook(State(rx): State<Receiver>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let (mode, failing) = {
-        let mut s = rx.0.lock().unwrap();
-        s.requests.push(Received {
-            headers,
-            body: body.to_vec(),
-        });
-        (s.mode.unwrap_or(Mode::Ok), s.failing_record.clone())
-    };
-    let record = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["data"]["record_id"].as_str().map(str::to_string));
-    if failing.is_some() && record == failing {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "record blocked").into_response();
-    }
-    match mode {
-        Mode::Ok => (StatusCode::OK, "thanks").into_response(),
-        Mode::Status(code) => (StatusCode::from_u16(code).unwrap(), "nope").into_response(),
-        Mode::RetryAfter(code, secs) => (
-            StatusCode::from_u16(code).unwrap(),
-            [("retry-after", secs.to_string())],
-            "slow down",
-        )
-            .into_response(),
-        Mode::Hang => {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            StatusCode::OK.into_response()
+impl Mode {
+    fn reply(self) -> Reply {
+        match self {
+            Mode::Ok => Reply::status(200).body("thanks"),
+            Mode::Status(code) => Reply::status(code).body("nope"),
+            Mode::RetryAfter(code, secs) => Reply::status(code)
+                .header("retry-after", &secs.to_string())
+                .body("slow down"),
+            Mode::Hang => Reply::status(200).delay(Duration::from_secs(30)),
+            Mode::Redirect => Reply::status(301).header("location", "/elsewhere"),
         }
-        Mode::Redirect => (
-            StatusCode::MOVED_PERMANENTLY,
-            [("location", "/elsewhere")],
-            "",
-        )
-            .into_response(),
     }
 }
 
-async fn elsewhere(State(rx): State<Receiver>) -> StatusCode {
-    rx.0.lock().unwrap().redirect_hits += 1;
-    StatusCode::OK
+/// The shared verifying receiver (tests/common), driven by [`Mode`].
+trait Modes {
+    fn set(&self, mode: Mode);
+    /// Requests for this record id fail with 500 whatever the mode.
+    fn fail_record(&self, id: Option<&str>);
 }
 
-async fn start_receiver() -> (Receiver, String) {
-    let rx = Receiver::default();
-    let app = Router::new()
-        .route("/hook", axum::routing::post(hook))
-        .route("/elsewhere", axum::routing::any(elsewhere))
-        .with_state(rx.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (rx, format!("http://{addr}/hook?token=tok-value-31337"))
+impl Modes for Receiver {
+    fn set(&self, mode: Mode) {
+        self.reply(mode.reply());
+    }
+
+    fn fail_record(&self, id: Option<&str>) {
+        match id {
+            None => self.unscript(),
+            Some(id) => {
+                let id = id.to_string();
+                self.script(move |r| {
+                    (r.json()["data"]["record_id"] == id.as_str())
+                        .then(|| Reply::status(500).body("record blocked"))
+                });
+            }
+        }
+    }
 }
 
-/// A one-account, one-webhook config whose provider is at `provider`.
+/// A receiver for `secrets`, stamped by `clock` (`None`: the wall clock),
+/// and the webhook URL pointing at it.
+async fn start_receiver(secrets: &[&str], clock: Option<&ManualClock>) -> (Receiver, String) {
+    let rx = Receiver::start(secrets, clock.cloned()).await;
+    rx.set(Mode::Ok);
+    let url = format!("{}/hook?token=tok-value-31337", rx.base);
+    (rx, url)
+}
+
+/// A one-account, one-webhook config whose provider is at `provider`;
+/// `daemon` adds lines to the `[daemon]` table, `extra` tables at the end.
 fn config_text(
     state: &std::path::Path,
     provider: &str,
     url: &str,
     secrets: &str,
+    daemon: &str,
     extra: &str,
 ) -> String {
     format!(
         r#"
 [daemon]
 state_dir = "{state}"
+{daemon}
 [providers.p]
 base_url = "{provider}/v1"
 [providers.p.resources.hris_employees]
@@ -154,8 +116,18 @@ timeout = "1s"
 
 /// The same, validated, for library-level tests that never poll.
 fn make_config(dir: &std::path::Path, url: &str, secrets: &str, extra: &str) -> Config {
+    make_config_with(dir, url, secrets, "", extra)
+}
+
+fn make_config_with(
+    dir: &std::path::Path,
+    url: &str,
+    secrets: &str,
+    daemon: &str,
+    extra: &str,
+) -> Config {
     config::from_toml_str(
-        &config_text(dir, "http://127.0.0.1:9", url, secrets, extra),
+        &config_text(dir, "http://127.0.0.1:9", url, secrets, daemon, extra),
         dir,
     )
     .unwrap()
@@ -167,6 +139,10 @@ fn t0() -> DateTime<Utc> {
         .to_utc()
 }
 
+/// (record id, receiver path) pairs.
+type Sent = BTreeSet<(String, String)>;
+
+/// A store, a deliverer on a manual clock, and the verifying receiver.
 struct Rig {
     _dir: tempfile::TempDir,
     store: Store,
@@ -177,12 +153,15 @@ struct Rig {
     accounts: Mutex<Vec<AccountFingerprint>>,
 }
 
-async fn rig(secrets: &str) -> Rig {
+/// One webhook `hr` (secret [`SECRET_NEW`]) at a verifying receiver, a
+/// store, and a manual clock at [`t0`] driving the deliverer.
+async fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
-    let (receiver, url) = start_receiver().await;
-    let config = Arc::new(make_config(dir.path(), &url, secrets, ""));
-    let store = Store::open(dir.path()).unwrap();
     let clock = ManualClock::new(t0());
+    let (receiver, url) = start_receiver(&[SECRET_NEW], Some(&clock)).await;
+    let secrets = format!("secret = \"{SECRET_NEW}\"");
+    let config = Arc::new(make_config(dir.path(), &url, &secrets, ""));
+    let store = Store::open(dir.path()).unwrap();
     let deliverer = Deliverer::new(store.clone(), Arc::new(clock.clone()));
     Rig {
         _dir: dir,
@@ -234,6 +213,72 @@ impl Rig {
             .unwrap();
     }
 
+    /// The rig's config with `daemon` lines and `extra` tables added.
+    fn config_with(&self, daemon: &str, extra: &str) -> Arc<Config> {
+        Arc::new(make_config_with(
+            self._dir.path(),
+            self.config.webhooks[0].url.as_str(),
+            &format!("secret = \"{SECRET_NEW}\""),
+            daemon,
+            extra,
+        ))
+    }
+
+    /// A second webhook, `audit`, at the same receiver (path `/audit`).
+    fn audit_webhook(&self) -> String {
+        format!(
+            "[[webhooks]]\nid = \"audit\"\nurl = \"{}/audit\"\nevents = [\"*\"]\nsecret = \"{SECRET_NEW}\"\ntimeout = \"1s\"\n",
+            self.receiver.base
+        )
+    }
+
+    /// Deliveries in `status`, newest first.
+    fn deliveries(&self, status: &str) -> Vec<synthd::store::DeliveryRow> {
+        self.store
+            .list_deliveries(&DeliveryFilter {
+                status: Some(status.into()),
+                limit: 1000,
+                ..Default::default()
+            })
+            .unwrap()
+    }
+
+    /// (record id, path) of every request the receiver answered 2xx, from
+    /// request number `from` on.
+    fn accepted_since(&self, from: usize) -> Sent {
+        self.receiver.requests()[from..]
+            .iter()
+            .filter(|q| q.status < 300)
+            .map(|q| {
+                (
+                    q.json()["data"]["record_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    q.path().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Walks every pending delivery through its retries (the clock jumping
+    /// to each next attempt) until none is pending.
+    async fn retry_until_settled(&self) {
+        for _ in 0..20 {
+            let Some(next) = self
+                .deliveries("pending")
+                .iter()
+                .filter_map(|d| d.next_attempt_at)
+                .min()
+            else {
+                return;
+            };
+            self.clock.set(next.max(self.clock.now()));
+            self.deliverer.deliver_pass(&self.config).await.unwrap();
+        }
+        panic!("deliveries still pending after 20 passes");
+    }
+
     fn only_delivery(&self) -> synthd::store::DeliveryRow {
         let rows = self
             .store
@@ -247,9 +292,13 @@ impl Rig {
     }
 }
 
+/// The README's retry delays, in seconds: 5 s, 5 min, 30 min, 2 h, 5 h,
+/// 10 h and 10 h. Written out here, not read from the code.
+const README_RETRY_DELAYS: [u64; 7] = [5, 300, 1800, 7200, 18000, 36000, 36000];
+
 #[tokio::test]
 async fn failing_receiver_walks_the_whole_retry_schedule_then_fails() {
-    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    let r = rig().await;
     r.receiver.set(Mode::Status(500));
     r.account_event("acme");
     let mut attempt_times = vec![];
@@ -262,11 +311,11 @@ async fn failing_receiver_walks_the_whole_retry_schedule_then_fails() {
         if n < 8 {
             assert_eq!(d.status, "pending");
             let next = d.next_attempt_at.expect("retry scheduled");
-            let gap = (next - r.clock.now()).to_std().unwrap();
-            let want = deliver::RETRY_SCHEDULE[n as usize - 1];
+            let gap_ms = (next - r.clock.now()).num_milliseconds();
+            let want_ms = README_RETRY_DELAYS[n as usize - 1] as i64 * 1000;
             assert!(
-                gap >= want.mul_f64(0.9) && gap <= want.mul_f64(1.1),
-                "attempt {n}: gap {gap:?}, want {want:?} ±10%"
+                gap_ms >= want_ms * 9 / 10 && gap_ms <= want_ms * 11 / 10,
+                "attempt {n}: the next attempt is {gap_ms} ms later, the README says {want_ms} ms ±10 %"
             );
             // Not due a moment before its time.
             r.clock.set(next - chrono::Duration::seconds(1));
@@ -300,7 +349,7 @@ async fn failing_receiver_walks_the_whole_retry_schedule_then_fails() {
 
 #[tokio::test]
 async fn longer_retry_after_is_honoured_and_shorter_is_not() {
-    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    let r = rig().await;
     r.receiver.set(Mode::RetryAfter(429, 120));
     r.account_event("acme");
     r.deliverer.deliver_pass(&r.config).await.unwrap();
@@ -320,7 +369,7 @@ async fn longer_retry_after_is_honoured_and_shorter_is_not() {
 
 #[tokio::test]
 async fn a_records_events_arrive_in_order_and_do_not_block_other_records() {
-    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    let r = rig().await;
     r.scan(&[("1", 1), ("2", 2)]); // baseline is done by the first complete scan
     r.receiver.fail_record(Some("7"));
     r.scan(&[("1", 1), ("2", 2), ("7", 7)]); // 7 created
@@ -372,7 +421,7 @@ async fn a_records_events_arrive_in_order_and_do_not_block_other_records() {
 
 #[tokio::test]
 async fn five_days_of_failures_pause_the_webhook_until_resumed() {
-    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    let r = rig().await;
     r.receiver.set(Mode::Status(503));
     r.account_event("a1");
     r.deliverer.deliver_pass(&r.config).await.unwrap();
@@ -421,7 +470,7 @@ async fn five_days_of_failures_pause_the_webhook_until_resumed() {
 
 #[tokio::test]
 async fn a_config_change_resumes_a_paused_webhook() {
-    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    let r = rig().await;
     r.receiver.set(Mode::Status(500));
     let fp = |c: &Config| vec![(c.webhooks[0].id.clone(), c.webhooks[0].fingerprint())];
     r.store.reconcile_webhooks(&fp(&r.config)).unwrap();
@@ -457,7 +506,7 @@ async fn a_config_change_resumes_a_paused_webhook() {
 
 #[tokio::test]
 async fn replay_requeues_the_same_event_id() {
-    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    let r = rig().await;
     r.account_event("acme");
     assert_eq!(
         r.deliverer.deliver_pass(&r.config).await.unwrap().delivered,
@@ -486,90 +535,205 @@ async fn replay_requeues_the_same_event_id() {
     assert_eq!(reqs[1].header("webhook-id"), event_id);
     assert_eq!(reqs[0].body, reqs[1].body);
 
-    // --since with --status failed only picks failed ones: none here.
-    let queued = r
+    // An event id that does not exist queues nothing.
+    let done = r
         .store
         .replay(
             &ReplaySelection {
-                since: Some(t0() - chrono::Duration::hours(1)),
+                event_id: Some("evt_nope".into()),
+                ..Default::default()
+            },
+            &r.config.webhooks,
+            r.clock.now(),
+        )
+        .unwrap();
+    assert_eq!((done.queued, done.skipped), (0, 0));
+}
+
+/// Records `a`, `b`, `c`, `d` created at t0, t0+1h, t0+2h and t0+3h, each
+/// delivered to `hr` and `audit`, except `c` to `audit`, which failed for
+/// good; then every filter of `replay` against that history.
+#[tokio::test]
+async fn replay_selects_by_time_window_webhook_and_status() {
+    let mut r = rig().await;
+    r.config = r.config_with("", &r.audit_webhook());
+    let hour = chrono::Duration::hours(1);
+    r.clock.set(t0() - hour);
+    r.scan(&[("base", 0)]); // the silent baseline
+    let mut records = vec![("base", 0u8)];
+    for (i, id) in ["a", "b", "c", "d"].into_iter().enumerate() {
+        r.clock.set(t0() + hour * i as i32);
+        records.push((id, i as u8 + 1));
+        r.scan(&records);
+    }
+    r.receiver.script(|q| {
+        (q.path() == "/audit" && q.json()["data"]["record_id"] == "c")
+            .then(|| Reply::status(500).body("c is refused"))
+    });
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    r.retry_until_settled().await;
+    r.receiver.unscript();
+    assert_eq!(r.deliveries("delivered").len(), 7);
+    let failed = r.deliveries("failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].webhook_id, "audit");
+
+    let both = |ids: &[&str]| -> Sent {
+        ids.iter()
+            .flat_map(|id| {
+                [
+                    (id.to_string(), "/hook".to_string()),
+                    (id.to_string(), "/audit".to_string()),
+                ]
+            })
+            .collect()
+    };
+    let only = |ids: &[&str], path: &str| -> Sent {
+        ids.iter()
+            .map(|id| (id.to_string(), path.to_string()))
+            .collect()
+    };
+    let at = |h: i32, ms: i64| Some(t0() + hour * h + chrono::Duration::milliseconds(ms));
+    let cases: Vec<(&str, ReplaySelection, Sent)> = vec![
+        (
+            "since is inclusive, until exclusive",
+            ReplaySelection {
+                since: at(1, 0),
+                until: at(3, 0),
+                ..Default::default()
+            },
+            both(&["b", "c"]),
+        ),
+        (
+            "the window moved by a millisecond",
+            ReplaySelection {
+                since: at(1, 1),
+                until: at(3, 1),
+                ..Default::default()
+            },
+            both(&["c", "d"]),
+        ),
+        (
+            "since alone, one webhook",
+            ReplaySelection {
+                since: at(0, 1),
+                webhook: Some("audit".into()),
+                ..Default::default()
+            },
+            only(&["b", "c", "d"], "/audit"),
+        ),
+        (
+            "until alone",
+            ReplaySelection {
+                until: at(1, 0),
+                webhook: Some("hr".into()),
+                ..Default::default()
+            },
+            only(&["a"], "/hook"),
+        ),
+        (
+            "failed only",
+            ReplaySelection {
+                since: at(-5, 0),
                 status: Some("failed".into()),
                 ..Default::default()
             },
-            &r.config.webhooks,
-            r.clock.now(),
-        )
-        .unwrap()
-        .queued;
-    assert_eq!(queued, 0);
-    // A time window that holds the event: replayed once per (event, webhook).
-    let queued = r
-        .store
-        .replay(
-            &ReplaySelection {
-                since: Some(t0() - chrono::Duration::hours(1)),
-                until: Some(t0() + chrono::Duration::hours(1)),
+            only(&["c"], "/audit"),
+        ),
+        (
+            "failed only, on a webhook that has none",
+            ReplaySelection {
+                since: at(-5, 0),
+                status: Some("failed".into()),
+                webhook: Some("hr".into()),
                 ..Default::default()
             },
-            &r.config.webhooks,
-            r.clock.now(),
-        )
-        .unwrap()
-        .queued;
-    assert_eq!(queued, 1);
+            BTreeSet::new(),
+        ),
+        (
+            "a window after every event",
+            ReplaySelection {
+                since: at(3, 1),
+                ..Default::default()
+            },
+            BTreeSet::new(),
+        ),
+    ];
+    for (what, sel, want) in cases {
+        let done = r
+            .store
+            .replay(&sel, &r.config.webhooks, r.clock.now())
+            .unwrap();
+        assert_eq!(
+            (done.queued, done.skipped),
+            (want.len() as u64, 0),
+            "{what}"
+        );
+        let from = r.receiver.count();
+        let pass = r.deliverer.deliver_pass(&r.config).await.unwrap();
+        assert_eq!(pass.delivered, want.len() as u64, "{what}");
+        assert_eq!(r.accepted_since(from), want, "{what}");
+    }
+    // The replays went out with the original event ids.
+    let mut ids_by_record: std::collections::BTreeMap<String, BTreeSet<String>> =
+        Default::default();
+    for q in r.receiver.requests() {
+        ids_by_record
+            .entry(q.json()["data"]["record_id"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(q.header("webhook-id"));
+    }
+    assert!(ids_by_record.values().all(|ids| ids.len() == 1));
 }
 
 #[tokio::test]
 async fn test_sends_are_rate_limited_per_webhook() {
-    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    let mut r = rig().await;
+    r.config = r.config_with("", &r.audit_webhook());
     let sender = Sender::new();
-    let webhook = &r.config.webhooks[0];
-    let now = Utc::now();
-    let first = deliver::test_send(&r.store, &sender, webhook, now)
-        .await
-        .unwrap();
-    assert_eq!(first.status_code, Some(200));
-    let again = deliver::test_send(
-        &r.store,
-        &sender,
-        webhook,
-        now + chrono::Duration::seconds(3),
-    )
-    .await;
-    match again {
-        Err(TestSendError::TooSoon { wait_secs, .. }) => assert_eq!(wait_secs, 7),
-        other => panic!("expected TooSoon, got {other:?}"),
+    let (hr, audit) = (&r.config.webhooks[0], &r.config.webhooks[1]);
+    /// A test send `secs` after t0.
+    async fn send(
+        r: &Rig,
+        sender: &Sender,
+        webhook: &synthd::config::Webhook,
+        secs: i64,
+    ) -> Result<synthd::store::AttemptRecord, TestSendError> {
+        r.clock.set(t0() + chrono::Duration::seconds(secs));
+        deliver::test_send(&r.store, sender, webhook, r.clock.now()).await
     }
-    let later = deliver::test_send(
-        &r.store,
-        &sender,
-        webhook,
-        now + chrono::Duration::seconds(10),
-    )
-    .await;
-    assert!(later.is_ok());
+    let too_soon = |result: Result<synthd::store::AttemptRecord, TestSendError>| match result {
+        Err(TestSendError::TooSoon { wait_secs, .. }) => wait_secs,
+        other => panic!("expected TooSoon, got {other:?}"),
+    };
+    let ok = |result: Result<synthd::store::AttemptRecord, TestSendError>| {
+        result.expect("the test send goes out").status_code
+    };
+    assert_eq!(ok(send(&r, &sender, hr, 0).await), Some(200));
+    // Another webhook's test is not held back by the first one's.
+    assert_eq!(ok(send(&r, &sender, audit, 1).await), Some(200));
+    assert_eq!(too_soon(send(&r, &sender, hr, 3).await), 7);
+    assert_eq!(too_soon(send(&r, &sender, audit, 3).await), 8);
+    assert_eq!(ok(send(&r, &sender, hr, 10).await), Some(200));
+    assert_eq!(too_soon(send(&r, &sender, audit, 10).await), 1);
+    assert_eq!(ok(send(&r, &sender, audit, 11).await), Some(200));
+
     let reqs = r.receiver.requests();
-    assert_eq!(reqs.len(), 2);
-    assert_eq!(reqs[0].json()["type"], "webhook.test");
+    let paths: Vec<&str> = reqs.iter().map(|q| q.path()).collect();
+    assert_eq!(paths, ["/hook", "/audit", "/hook", "/audit"]);
+    assert!(reqs.iter().all(|q| q.json()["type"] == "webhook.test"));
     // Logged like any delivery.
-    let logged = r
-        .store
-        .list_deliveries(&DeliveryFilter {
-            limit: 10,
-            ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(logged.len(), 2);
-    assert!(
-        logged
-            .iter()
-            .all(|d| d.event_type == "webhook.test" && d.status == "delivered")
-    );
+    let logged = r.deliveries("delivered");
+    assert_eq!(logged.len(), 4);
+    assert!(logged.iter().all(|d| d.event_type == "webhook.test"));
+    assert_eq!(logged.iter().filter(|d| d.webhook_id == "audit").count(), 2);
 }
 
 #[tokio::test]
 async fn during_rotation_both_secrets_verify_with_standardwebhooks() {
     let dir = tempfile::tempdir().unwrap();
-    let (receiver, url) = start_receiver().await;
+    // The receiver checks every request against both secrets too.
+    let (receiver, url) = start_receiver(&[SECRET_NEW, SECRET_OLD], None).await;
     let config = Arc::new(make_config(
         dir.path(),
         &url,
@@ -613,7 +777,7 @@ async fn during_rotation_both_secrets_verify_with_standardwebhooks() {
 
 #[tokio::test]
 async fn retention_prunes_old_deliveries_and_attempts_only() {
-    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    let r = rig().await;
     r.account_event("delivered-old");
     r.deliverer.deliver_pass(&r.config).await.unwrap();
     r.clock.advance(Duration::from_secs(2 * 86400));
@@ -660,16 +824,178 @@ async fn retention_prunes_old_deliveries_and_attempts_only() {
         > 0
     {}
     assert_eq!((count("delivered"), count("failed")), (0, 0));
-    let db = rusqlite::Connection::open(r.store.path()).unwrap();
-    let attempts: i64 = db
-        .query_row("SELECT COUNT(*) FROM attempts", [], |x| x.get(0))
-        .unwrap();
-    assert_eq!(attempts, 0);
+    assert_eq!(common::stored_attempts(r.store.path()), 0);
+    assert!(common::stored_event_ids(r.store.path()).is_empty());
+}
+
+/// Event ids of the retention scenario's three records.
+struct Kept {
+    done: String,
+    gone: String,
+    late: String,
+}
+
+/// With `retention = { delivered = "1h", failed = "30d" }`: record `done`,
+/// delivered at t0; record `gone`, failed for good about a day later; record
+/// `late`, created at t0 + 30 h and still pending after four failed
+/// attempts. Leaves the clock at t0 + 32 h, when `done` is past its
+/// retention, the events of all three are more than an hour old, and `late`
+/// is not yet due again.
+async fn retention_scenario(r: &mut Rig) -> Kept {
+    r.config = r.config_with("retention = { delivered = \"1h\", failed = \"30d\" }", "");
+    r.clock.set(t0() - chrono::Duration::hours(1));
+    r.scan(&[("base", 0)]);
+    r.clock.set(t0());
+    r.scan(&[("base", 0), ("done", 1), ("gone", 2)]);
+    r.receiver.script(|q| {
+        let record = q.json()["data"]["record_id"].clone();
+        (record == "gone" || record == "late").then(|| Reply::status(500).body("not now"))
+    });
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    r.retry_until_settled().await;
+    let late_at = t0() + chrono::Duration::hours(30);
+    r.clock.set(late_at);
+    r.scan(&[("base", 0), ("done", 1), ("gone", 2), ("late", 3)]);
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    for _ in 0..3 {
+        let next = r.deliveries("pending")[0].next_attempt_at.unwrap();
+        r.clock.set(next);
+        r.deliverer.deliver_pass(&r.config).await.unwrap();
+    }
+    r.clock.set(late_at + chrono::Duration::hours(2));
+
+    let event_of = |status: &str| {
+        let rows = r.deliveries(status);
+        assert_eq!(rows.len(), 1, "{status}: {rows:?}");
+        let row = &rows[0];
+        if status == "pending" {
+            assert_eq!(row.attempts, 4);
+            assert!(row.next_attempt_at.unwrap() > r.clock.now());
+        }
+        row.event_id.clone()
+    };
+    let kept = Kept {
+        done: event_of("delivered"),
+        gone: event_of("failed"),
+        late: event_of("pending"),
+    };
+    let stored = common::stored_event_ids(r.store.path());
+    assert!(stored.contains(&kept.done) && stored.contains(&kept.gone));
+    kept
+}
+
+/// What retention must have done to the scenario: `done` and its event are
+/// gone; `gone` is still replayable and `late` still goes out when due, both
+/// with their event ids.
+async fn assert_pruned_as_it_should(r: &Rig, kept: &Kept) {
+    let listed = |status: &str| -> Vec<String> {
+        r.deliveries(status)
+            .into_iter()
+            .map(|d| d.event_id)
+            .collect()
+    };
+    assert!(!listed("delivered").contains(&kept.done), "done kept");
+    let stored = common::stored_event_ids(r.store.path());
+    assert!(!stored.contains(&kept.done), "the event of done kept");
+    assert!(
+        stored.contains(&kept.gone),
+        "the event of a failed delivery pruned"
+    );
+    assert!(
+        stored.contains(&kept.late),
+        "the event of a pending delivery pruned"
+    );
+    assert_eq!(listed("failed"), vec![kept.gone.clone()]);
+    assert_eq!(listed("pending"), vec![kept.late.clone()]);
+
+    r.receiver.unscript();
+    let from = r.receiver.count();
+    let queued = r
+        .store
+        .replay(
+            &ReplaySelection {
+                event_id: Some(kept.gone.clone()),
+                ..Default::default()
+            },
+            &r.config.webhooks,
+            r.clock.now(),
+        )
+        .unwrap()
+        .queued;
+    assert_eq!(queued, 1, "the failed delivery can no longer be replayed");
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    let next = r.deliveries("pending")[0].next_attempt_at.unwrap();
+    r.clock.set(next);
+    r.deliverer.deliver_pass(&r.config).await.unwrap();
+    let sent: Vec<(String, u16)> = r.receiver.requests()[from..]
+        .iter()
+        .map(|q| (q.header("webhook-id"), q.status))
+        .collect();
+    assert_eq!(
+        sent,
+        [(kept.gone.clone(), 200), (kept.late.clone(), 200)],
+        "the failed one replayed, the pending one sent, with their ids"
+    );
+}
+
+#[tokio::test]
+async fn retention_keeps_the_events_of_failed_and_pending_deliveries() {
+    let mut r = rig().await;
+    let kept = retention_scenario(&mut r).await;
+    let mut pruned = synthd::store::Pruned::default();
+    loop {
+        let p = r
+            .store
+            .prune_batch(r.config.daemon.retention, r.clock.now(), 1)
+            .unwrap();
+        if p == synthd::store::Pruned::default() {
+            break;
+        }
+        pruned.deliveries += p.deliveries;
+        pruned.events += p.events;
+    }
+    assert_eq!((pruned.deliveries, pruned.events), (1, 1));
+    assert_pruned_as_it_should(&r, &kept).await;
+}
+
+/// The daemon's own retention loop, on the injected clock: started at
+/// t0 + 32 h, its first pass prunes exactly what `prune_batch` would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemons_retention_loop_prunes_on_the_injected_clock() {
+    let mut r = rig().await;
+    let kept = retention_scenario(&mut r).await;
+    let engine = synthd::daemon::Engine::new(r.store.clone(), &r.config, Arc::new(r.clock.clone()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(synthd::daemon::run(
+        engine,
+        (*r.config).clone(),
+        synthd::daemon::RunOptions {
+            config_path: None,
+            notify_systemd: false,
+            plan_warnings: false,
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    common::wait_until(
+        "the retention loop to prune the delivered delivery",
+        Duration::from_secs(10),
+        || {
+            !r.deliveries("delivered")
+                .iter()
+                .any(|d| d.event_id == kept.done)
+        },
+    )
+    .await;
+    stop.send(()).unwrap();
+    daemon.await.unwrap().unwrap();
+    assert_pruned_as_it_should(&r, &kept).await;
 }
 
 #[tokio::test]
 async fn a_hung_receiver_times_out_and_a_redirect_is_a_failure_not_followed() {
-    let r = rig(&format!("secret = \"{SECRET_NEW}\"")).await;
+    let r = rig().await;
     r.receiver.set(Mode::Hang);
     r.account_event("acme");
     let started = std::time::Instant::now();
@@ -697,18 +1023,22 @@ async fn a_hung_receiver_times_out_and_a_redirect_is_a_failure_not_followed() {
     assert_eq!(attempts[1].status_code, Some(301));
     assert_eq!(attempts[1].error_kind.as_deref(), Some("redirect"));
     assert_eq!(row.status, "pending");
-    assert_eq!(
-        r.receiver.0.lock().unwrap().redirect_hits,
-        0,
-        "redirects are not followed"
-    );
+    let followed = r
+        .receiver
+        .all_requests()
+        .iter()
+        .filter(|q| q.path() == "/elsewhere")
+        .count();
+    assert_eq!(followed, 0, "redirects are not followed");
+    assert_eq!(r.receiver.requests().len(), 2);
 }
 
 #[tokio::test]
 async fn a_dead_webhooks_backlog_never_holds_up_a_healthy_one() {
     let dir = tempfile::tempdir().unwrap();
-    let (dead, dead_url) = start_receiver().await;
-    let (healthy, healthy_url) = start_receiver().await;
+    let clock = ManualClock::new(t0());
+    let (dead, dead_url) = start_receiver(&[SECRET_NEW], Some(&clock)).await;
+    let (healthy, healthy_url) = start_receiver(&[SECRET_NEW], Some(&clock)).await;
     dead.set(Mode::Hang);
     let extra = format!(
         "[[webhooks]]\nid = \"healthy\"\nurl = \"{healthy_url}\"\nevents = [\"*\"]\naccounts = [\"acme\"]\nsecret = \"{SECRET_NEW}\"\n"
@@ -720,7 +1050,6 @@ async fn a_dead_webhooks_backlog_never_holds_up_a_healthy_one() {
         &extra,
     ));
     let store = Store::open(dir.path()).unwrap();
-    let clock = ManualClock::new(t0());
     let deliverer = Deliverer::new(store.clone(), Arc::new(clock.clone()));
     // 600 events only the dead webhook wants, queued before the healthy one's.
     let mut accounts: Vec<AccountFingerprint> = (0..600)
@@ -796,7 +1125,7 @@ async fn the_delivery_commands_work_on_a_real_run_and_never_show_the_token() {
         )
         .mount(&provider)
         .await;
-    let (receiver, url) = start_receiver().await;
+    let (receiver, url) = start_receiver(&[SECRET_NEW], None).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("synthd.toml");
     std::fs::write(
@@ -806,6 +1135,7 @@ async fn the_delivery_commands_work_on_a_real_run_and_never_show_the_token() {
             &provider.uri(),
             &url,
             &format!("secret = \"{SECRET_NEW}\""),
+            "",
             "",
         ),
     )
@@ -909,4 +1239,303 @@ async fn the_delivery_commands_work_on_a_real_run_and_never_show_the_token() {
     for secret in ["tok-value-31337", SECRET_NEW, "Quillon-Marsh"] {
         assert!(!outputs.contains(secret), "{secret} shown in CLI output");
     }
+}
+
+/// `deliveries` and `replay` through the binary, with every filter: four
+/// events committed by four `sync`s (so each has its own creation time),
+/// delivered to two webhooks; then windows that include some events and
+/// exclude others on both sides, `--webhook`, `--status`, `--limit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_and_the_delivery_log_filter_through_the_binary() {
+    use serde_json::{Value, json};
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let provider = MockServer::start().await;
+    let rx = Receiver::start(&[common::SECRET], None).await;
+    let env = common::TestEnv::new();
+    env.write_config(&format!(
+        r#"
+[providers.p]
+base_url = "{provider}/v1"
+[providers.p.resources.hris_employees]
+path = "/employees"
+[[accounts]]
+id = "acme"
+provider = "p"
+[[webhooks]]
+id = "hr"
+url = "{rx}/hook"
+events = ["*"]
+secret = "{secret}"
+[[webhooks]]
+id = "audit"
+url = "{rx}/audit"
+events = ["*"]
+secret = "{secret}"
+"#,
+        provider = provider.uri(),
+        rx = rx.base,
+        secret = common::SECRET,
+    ));
+    let serve = |n: u32| {
+        let provider = &provider;
+        async move {
+            provider.reset().await;
+            let records: Vec<Value> = (1..=n).map(|i| json!({"id": i})).collect();
+            Mock::given(method("GET"))
+                .and(path("/v1/employees"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(records))
+                .mount(provider)
+                .await;
+        }
+    };
+    // Record 4 is refused by audit throughout: that delivery stays pending.
+    rx.script(|q| {
+        (q.path() == "/audit" && q.json()["data"]["record_id"] == "4").then(|| Reply::status(500))
+    });
+    // E0 account.created (the baseline), E1..E3 records 2..4 created.
+    for n in 1..=4 {
+        serve(n).await;
+        env.sync(&[]).await.0.assert_code(0);
+    }
+    /// `deliveries --json` with `args`.
+    async fn list(env: &common::TestEnv, args: &[&str]) -> Vec<Value> {
+        let mut all = vec!["deliveries", "--json"];
+        all.extend_from_slice(args);
+        let out = env.synthd(&all).await;
+        out.assert_code(0);
+        out.json().as_array().unwrap().clone()
+    }
+    let all = list(&env, &["--limit", "100"]).await;
+    assert_eq!(all.len(), 8, "{all:?}");
+    // Events oldest first, with their creation times.
+    let mut events: Vec<(chrono::DateTime<Utc>, String, String)> = all
+        .iter()
+        .map(|d| {
+            (
+                d["created_at"].as_str().unwrap().parse().unwrap(),
+                d["event_id"].as_str().unwrap().to_string(),
+                d["event_type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    events.sort();
+    events.dedup();
+    assert_eq!(events.len(), 4, "{events:?}");
+    let types: Vec<&str> = events.iter().map(|e| e.2.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "account.created",
+            "hris_employees.created",
+            "hris_employees.created",
+            "hris_employees.created"
+        ]
+    );
+    let id = |i: usize| events[i].1.clone();
+    // A time strictly between events i and i + 1.
+    let between = |i: usize| {
+        let (a, b) = (events[i].0, events[i + 1].0);
+        assert!(b - a >= chrono::Duration::milliseconds(2), "{a} {b}");
+        (a + (b - a) / 2).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let before_all = (events[0].0 - chrono::Duration::seconds(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+
+    // The log's own filters.
+    let newest: Vec<Value> = list(&env, &["--limit", "3"]).await;
+    assert_eq!(newest, all[..3].to_vec(), "--limit keeps the newest");
+    let audit = list(&env, &["--webhook", "audit"]).await;
+    assert_eq!(audit.len(), 4);
+    assert!(audit.iter().all(|d| d["webhook_id"] == "audit"));
+    let pending = list(&env, &["--status", "pending"]).await;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (&pending[0]["event_id"], &pending[0]["webhook_id"]),
+        (&json!(id(3)), &json!("audit"))
+    );
+    let of_e1 = list(&env, &["--event", &id(1)]).await;
+    assert_eq!(of_e1.len(), 2);
+
+    // Each replay, then a sync that sends it: the receiver must accept
+    // exactly the selected (event, webhook) pairs.
+    /// A replay's arguments, what it says, and the (event index, path)
+    /// pairs the receiver then accepts.
+    struct Case {
+        args: Vec<String>,
+        says: &'static str,
+        sent: Vec<(usize, &'static str)>,
+    }
+    let cases = vec![
+        Case {
+            args: vec!["--since".into(), between(0), "--until".into(), between(2)],
+            says: "queued 4 deliveries",
+            sent: vec![(1, "/hook"), (1, "/audit"), (2, "/hook"), (2, "/audit")],
+        },
+        Case {
+            args: vec![
+                "--since".into(),
+                between(0),
+                "--webhook".into(),
+                "audit".into(),
+            ],
+            // E3 to audit is still pending: not queued twice.
+            says: "queued 2 deliveries",
+            sent: vec![(1, "/audit"), (2, "/audit")],
+        },
+        Case {
+            args: vec![
+                "--since".into(),
+                between(2),
+                "--webhook".into(),
+                "hr".into(),
+            ],
+            says: "queued 1 deliveries",
+            sent: vec![(3, "/hook")],
+        },
+        Case {
+            args: vec![
+                "--since".into(),
+                before_all.clone(),
+                "--status".into(),
+                "delivered".into(),
+                "--until".into(),
+                between(0),
+            ],
+            says: "queued 2 deliveries",
+            sent: vec![(0, "/hook"), (0, "/audit")],
+        },
+        Case {
+            args: vec![
+                "--since".into(),
+                before_all.clone(),
+                "--status".into(),
+                "pending".into(),
+            ],
+            says: "1: a delivery of that event to that webhook is already pending",
+            sent: vec![],
+        },
+        Case {
+            args: vec!["--since".into(), between(2), "--until".into(), between(2)],
+            says: "nothing matched",
+            sent: vec![],
+        },
+    ];
+    for Case { args, says, sent } in cases {
+        rx.clear();
+        let mut argv = vec!["replay"];
+        argv.extend(args.iter().map(String::as_str));
+        let out = env.synthd(&argv).await;
+        out.assert_code(0);
+        assert!(out.stdout.contains(says), "{args:?}: {}", out.stdout);
+        env.sync(&[]).await.0.assert_code(0);
+        let got: BTreeSet<(String, String)> = rx
+            .requests()
+            .iter()
+            .filter(|q| q.status == 200)
+            .map(|q| (q.header("webhook-id"), q.path().to_string()))
+            .collect();
+        let want: BTreeSet<(String, String)> =
+            sent.iter().map(|(i, p)| (id(*i), p.to_string())).collect();
+        assert_eq!(got, want, "{args:?}");
+    }
+    let out = env
+        .synthd(&["replay", "--since", &before_all, "--webhook", "nope"])
+        .await;
+    out.assert_code(2);
+    assert!(out.stderr.contains("no webhook \"nope\""), "{}", out.stderr);
+
+    // A test send to each webhook: the second is not held back by the first.
+    for hook in ["hr", "audit"] {
+        let out = env.synthd(&["webhook", "test", hook]).await;
+        out.assert_code(0);
+        assert!(out.stdout.contains("HTTP 200 in"), "{hook}: {}", out.stdout);
+    }
+    let out = env.synthd(&["webhook", "test", "audit"]).await;
+    out.assert_code(1);
+    assert!(out.stderr.contains("less than 10s ago"), "{}", out.stderr);
+    env.assert_no_leaks(&[]);
+}
+
+/// The shared receiver is not a rubber stamp: it turns away what a real
+/// receiver would (a timestamp that is not the one signed or not now, a
+/// signature by another secret, no hex signature, a webhook-id that is
+/// not the event id) and accepts the genuine request.
+#[tokio::test]
+async fn the_shared_receiver_rejects_what_a_real_receiver_would() {
+    use base64::Engine as _;
+    use hmac::{KeyInit, Mac};
+    let clock = ManualClock::new(t0());
+    let rx = Receiver::start(&[SECRET_NEW], Some(clock.clone())).await;
+    let body = r#"{"id":"evt_1","type":"webhook.test","data":{}}"#;
+    let ts = t0().timestamp();
+    let sign = |secret: &str, id: &str, ts: i64| {
+        standardwebhooks::Webhook::new(secret)
+            .unwrap()
+            .sign(id, ts, body.as_bytes())
+            .unwrap()
+    };
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(SECRET_NEW.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(body.as_bytes());
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let client = reqwest::Client::new();
+    let post = |id: &str, header_ts: i64, signature: String, hex: Option<&str>| {
+        let mut req = client
+            .post(format!("{}/hook", rx.base))
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", header_ts.to_string())
+            .header("webhook-signature", signature)
+            .body(body);
+        if let Some(hex) = hex {
+            req = req.header("x-synthd-signature", hex);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let cases = [
+        (
+            "signed for one time, stamped another",
+            post("evt_1", ts + 1, sign(SECRET_NEW, "evt_1", ts), Some(&hex)).await,
+        ),
+        (
+            "signed and stamped, but not now",
+            post(
+                "evt_1",
+                ts + 1,
+                sign(SECRET_NEW, "evt_1", ts + 1),
+                Some(&hex),
+            )
+            .await,
+        ),
+        (
+            "another secret",
+            post("evt_1", ts, sign(SECRET_OLD, "evt_1", ts), Some(&hex)).await,
+        ),
+        (
+            "no hex signature",
+            post("evt_1", ts, sign(SECRET_NEW, "evt_1", ts), None).await,
+        ),
+        (
+            "webhook-id is not the event id",
+            post("evt_2", ts, sign(SECRET_NEW, "evt_2", ts), Some(&hex)).await,
+        ),
+    ];
+    for (what, status) in &cases {
+        assert_eq!(*status, 401, "{what}");
+    }
+    assert_eq!(rx.rejected().len(), cases.len());
+    assert_eq!(
+        post("evt_1", ts, sign(SECRET_NEW, "evt_1", ts), Some(&hex)).await,
+        200,
+        "the genuine request"
+    );
 }

@@ -7,8 +7,9 @@
 //! hex signature header; no events for key-order, formatting or ignored-field
 //! changes; a failed page deleting nothing; a failing receiver leaving the
 //! delivery pending for the 5 s retry; every pagination and auth type; root
-//! arrays and numeric ids; no secret, token or record value in the database
-//! or any output; and `synthd demo`.
+//! arrays and numeric ids; the mass-deletion guard at its boundaries;
+//! `sync --account/--resource`; no secret, token or record value in the
+//! database or any output; and `synthd demo`.
 
 mod common;
 
@@ -588,6 +589,233 @@ async fn mass_deletions_are_held_until_a_second_complete_scan_confirms_them() {
     assert_eq!(verified_keys(&rx.requests()[1..], SECRET), want);
     assert_eq!(env.tracked("acme", "hris_employees"), ids(&["g01", "g02"]));
     env.assert_no_leaks(&forbidden(&all, &[TOKEN, HOOK_TOKEN]));
+}
+
+/// A provider serving `{"id": n}` for each `n` of `ids` (no pagination, a
+/// root array), and a config with one account and one webhook.
+async fn plain_env(server: &MockServer, rx: &Receiver) -> TestEnv {
+    let env = TestEnv::new();
+    env.write_config(
+        &generic_config(
+            &format!(
+                "base_url = \"{}/api\"\npagination = {{ type = \"none\" }}\nrecords = \"\"",
+                server.uri()
+            ),
+            "hris_employees",
+            "/people",
+            &rx.base,
+        )
+        .replace("emit_initial = true", "emit_initial = false"),
+    );
+    env
+}
+
+async fn serve_ids(server: &MockServer, ids: impl IntoIterator<Item = u32>) {
+    server.reset().await;
+    let records: Vec<Value> = ids.into_iter().map(|i| json!({ "id": i })).collect();
+    Mock::given(method("GET"))
+        .and(path("/api/people"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(records))
+        .mount(server)
+        .await;
+}
+
+/// Records tracked for the one account/resource, from `status --json`.
+async fn tracked(env: &TestEnv) -> u64 {
+    let s = env.synthd(&["status", "--json"]).await;
+    s.assert_code(0);
+    s.json()["polls"][0]["records"].as_u64().unwrap()
+}
+
+/// The guard at its boundaries, through the binary: after a baseline of
+/// `known` records, a complete scan missing `missing` of them (and adding
+/// none) holds the deletions exactly when `missing > 10` and
+/// `2 * missing > known`; held deletions go with the next complete scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mass_deletion_guard_holds_exactly_past_its_boundaries() {
+    // (known before the scan, missing from it, held?)
+    let cases = [
+        (30, 15, false), // exactly half: not more than half
+        (30, 16, true),  // half plus one
+        (22, 11, false), // exactly half, and more than 10
+        (21, 11, true),  // more than half, and more than 10
+        (12, 11, true),  // 11 > 10 and more than half
+        (12, 10, false), // more than half, but 10 is not more than 10
+        (20, 10, false), // neither
+    ];
+    for (known, missing, held) in cases {
+        let what = format!("{missing} of {known} missing");
+        let server = MockServer::start().await;
+        let rx = start_receiver().await;
+        let env = plain_env(&server, &rx).await;
+        serve_ids(&server, 1..=known).await;
+        let (out, j) = env.sync(&[]).await;
+        out.assert_code(0);
+        assert_baseline(poll(&j), known as u64);
+        let after_baseline = rx.count();
+
+        serve_ids(&server, missing + 1..=known).await;
+        let (out, j) = env.sync(&[]).await;
+        out.assert_code(0);
+        let p = poll(&j);
+        let deleted_ids = |from: usize| -> Vec<String> {
+            let mut ids: Vec<String> = rx.requests()[from..]
+                .iter()
+                .map(|r| verify(r, SECRET))
+                .filter(|b| b["type"] == "hris_employees.deleted")
+                .map(|b| b["data"]["record_id"].as_str().unwrap().to_string())
+                .collect();
+            ids.sort_by_key(|id| id.parse::<u32>().unwrap());
+            ids
+        };
+        let want: Vec<String> = (1..=missing).map(|i| i.to_string()).collect();
+        if held {
+            assert_eq!(
+                (p["held"].as_u64(), p["deleted"].as_u64()),
+                (Some(missing as u64), Some(0)),
+                "{what}: {j}"
+            );
+            assert!(deleted_ids(after_baseline).is_empty(), "{what}");
+            assert_eq!(tracked(&env).await, known as u64, "{what}");
+            // The next complete scan confirms them.
+            let (out, j) = env.sync(&[]).await;
+            out.assert_code(0);
+            let p = poll(&j);
+            assert_eq!(
+                (p["held"].as_u64(), p["deleted"].as_u64()),
+                (Some(0), Some(missing as u64)),
+                "{what}: {j}"
+            );
+        } else {
+            assert_eq!(
+                (p["held"].as_u64(), p["deleted"].as_u64()),
+                (Some(0), Some(missing as u64)),
+                "{what}: {j}"
+            );
+        }
+        assert_eq!(deleted_ids(after_baseline), want, "{what}");
+        assert_eq!(tracked(&env).await, (known - missing) as u64, "{what}");
+    }
+}
+
+/// `sync --account` and `--resource` poll only what they name: the polls
+/// reported, the provider's requests (told apart by each account's token)
+/// and `status` agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_polls_only_the_account_and_resource_it_is_given() {
+    let server = MockServer::start().await;
+    let rx = start_receiver().await;
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        r#"
+[providers.p]
+base_url = "{uri}/v1"
+pagination = {{ type = "none" }}
+records = ""
+
+[providers.p.resources.hris_employees]
+path = "/employees"
+
+[providers.p.resources.ats_jobs]
+path = "/jobs"
+
+[[accounts]]
+id = "acme"
+provider = "p"
+auth = {{ type = "bearer", token = "tok-acme-1" }}
+
+[[accounts]]
+id = "globex"
+provider = "p"
+auth = {{ type = "bearer", token = "tok-globex-2" }}
+
+[[webhooks]]
+id = "all"
+url = "{rx}/in"
+events = ["*"]
+secret = "{SECRET}"
+"#,
+        uri = server.uri(),
+        rx = rx.base
+    ));
+    for p in ["/v1/employees", "/v1/jobs"] {
+        Mock::given(method("GET"))
+            .and(path(p))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([{"id": 1}])))
+            .mount(&server)
+            .await;
+    }
+    let pairs = |list: Vec<(&str, &str)>| -> BTreeSet<(String, String)> {
+        list.into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    let mut seen = 0;
+    for (args, polled, requested) in [
+        (
+            vec!["--account", "globex"],
+            vec![("globex", "ats_jobs"), ("globex", "hris_employees")],
+            vec![
+                ("tok-globex-2", "/v1/jobs"),
+                ("tok-globex-2", "/v1/employees"),
+            ],
+        ),
+        (
+            vec!["--resource", "ats_jobs"],
+            vec![("acme", "ats_jobs"), ("globex", "ats_jobs")],
+            vec![("tok-acme-1", "/v1/jobs"), ("tok-globex-2", "/v1/jobs")],
+        ),
+        (
+            vec!["--account", "acme", "--resource", "hris_employees"],
+            vec![("acme", "hris_employees")],
+            vec![("tok-acme-1", "/v1/employees")],
+        ),
+    ] {
+        let (out, j) = env.sync(&args).await;
+        out.assert_code(0);
+        let got: BTreeSet<(String, String)> = j["polls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                assert_eq!(p["ok"], true, "{p}");
+                (
+                    p["account"].as_str().unwrap().to_string(),
+                    p["resource"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(got, pairs(polled), "{args:?}");
+        let reqs = server.received_requests().await.unwrap();
+        let got: BTreeSet<(String, String)> = reqs[seen..]
+            .iter()
+            .map(|r| {
+                let auth = r.headers["authorization"].to_str().unwrap();
+                (
+                    auth.trim_start_matches("Bearer ").to_string(),
+                    r.url.path().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(got, pairs(requested), "{args:?}");
+        assert_eq!(reqs.len() - seen, got.len(), "{args:?}: one request each");
+        seen = reqs.len();
+    }
+    // status: the first sync polled globex only; by now all four pairs.
+    let s = env.synthd(&["status", "--json"]).await;
+    s.assert_code(0);
+    let rows = s.json()["polls"].as_array().unwrap().len();
+    assert_eq!(rows, 4);
+
+    for (args, says) in [
+        (vec!["sync", "--account", "nope"], "--account \"nope\""),
+        (vec!["sync", "--resource", "nope"], "--resource \"nope\""),
+    ] {
+        let out = env.synthd(&args).await;
+        out.assert_code(2);
+        assert!(out.stderr.contains(says), "{}", out.stderr);
+    }
+    env.assert_no_leaks(&["tok-acme-1".into(), "tok-globex-2".into()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1229,18 +1457,72 @@ auth = {{ type = "query", name = "api_key", value = "{QUERY_KEY}" }}
 // 9. The demo
 // ---------------------------------------------------------------------------
 
+/// `synthd demo` until its receiver has verified at least three events of
+/// at least two types (polling every second; Ctrl-C then stops it), and
+/// `demo --for` stopping by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_and_every_event_verifies() {
+    use std::io::BufRead;
     let mut cmd = std::process::Command::new(synthd_bin());
-    cmd.args(["demo", "--for", "12s"]);
+    cmd.args(["demo", "--interval", "1s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
     clean_env(&mut cmd);
-    let out = run_with_deadline(cmd, Duration::from_secs(60)).await;
-    out.assert_code(0);
+    let mut child = cmd.spawn().unwrap();
+    let lines: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let (stdout, sink) = (child.stdout.take().unwrap(), lines.clone());
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            lock(&sink).push(line);
+        }
+    });
+    // "receiver: verified <type> …" per event, as the demo prints them.
+    let verified = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("receiver: verified "))
+            .map(|rest| rest.split_whitespace().next().unwrap().to_string())
+            .collect()
+    };
+    wait_until("three events of two types", Duration::from_secs(45), || {
+        let types = verified(&lock(&lines));
+        types.len() >= 3 && set(&types).len() >= 2
+    })
+    .await;
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = wait_exit(&mut child, Duration::from_secs(20)).await;
+    reader.join().unwrap();
+    let lines = lock(&lines).clone();
+    let all = lines.join("\n");
+    assert_eq!(status.code(), Some(0), "{all}");
+    let types = verified(&lines);
+    let last = lines.last().expect("output");
+    let n: usize = last
+        .strip_prefix("demo finished: ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no closing line: {all}"));
+    assert!(n >= 3, "{all}");
+    assert_eq!(n, types.len(), "every event received is printed: {all}");
+    assert!(set(&types).len() >= 2, "{types:?}");
     assert!(
-        out.stdout.lines().any(|l| l.contains("verified")),
-        "{}",
-        out.stdout
+        types
+            .iter()
+            .all(|t| t == "account.created" || t.starts_with("hris_employees.")),
+        "{types:?}"
     );
-    assert!(out.stdout.contains(" 0 rejected"), "{}", out.stdout);
-    assert!(!out.stdout.contains("REJECTED"), "{}", out.stdout);
+    assert!(last.ends_with(" 0 rejected"), "{all}");
+    assert!(!all.contains("REJECTED"), "{all}");
+
+    // --for: it stops by itself.
+    let mut cmd = std::process::Command::new(synthd_bin());
+    cmd.args(["demo", "--for", "1s"]);
+    clean_env(&mut cmd);
+    let out = run_with_deadline(cmd, Duration::from_secs(30)).await;
+    out.assert_code(0);
+    assert!(out.stdout.contains("demo finished: "), "{}", out.stdout);
 }

@@ -1,15 +1,15 @@
 //! Shared helpers for the black-box tests: a temp directory with a config
 //! file and a state directory, a way to run the real `synthd` binary against
-//! it (recording every output for the leak checks), a loopback webhook
-//! receiver that records every request, and signature verification with the
-//! official `standardwebhooks` crate.
+//! it (recording every output for the leak checks), the one loopback webhook
+//! receiver of the suites (it verifies every request with the official
+//! `standardwebhooks` crate and records it), condition waits, and the few
+//! database queries no command can answer.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,13 +19,12 @@ use axum::http::StatusCode;
 use base64::Engine as _;
 use hmac::{KeyInit, Mac};
 use serde_json::Value;
+use synthd::clock::{Clock, ManualClock};
 
 /// A valid signing secret: `whsec_` + base64 of [`SECRET_KEY`].
 pub const SECRET: &str = "whsec_c3ludGhkLWludGVncmF0aW9uLXRlc3Qta2V5LTAwMDE=";
 /// The decoded key bytes of [`SECRET`].
 pub const SECRET_KEY: &str = "synthd-integration-test-key-0001";
-/// A different valid secret, for negative controls.
-pub const OTHER_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// The strings of [`SECRET`] that must never be stored or printed.
 pub fn secret_forms() -> Vec<String> {
@@ -222,6 +221,68 @@ impl TestEnv {
     }
 }
 
+// ---------------------------------------------------------------------------
+// The few facts no command shows. Every query the tests make of the
+// database's layout is here, so a schema change is mended in one place.
+// ---------------------------------------------------------------------------
+
+fn open_db(db: &Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(db).expect("open synthd.db");
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    c
+}
+
+/// The ids of the events stored in `db` (the file `synthd.db`).
+pub fn stored_event_ids(db: &Path) -> BTreeSet<String> {
+    let c = open_db(db);
+    let mut st = c.prepare("SELECT id FROM events").unwrap();
+    st.query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// How many delivery attempts `db` holds.
+pub fn stored_attempts(db: &Path) -> u64 {
+    open_db(db)
+        .query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get::<_, i64>(0))
+        .unwrap() as u64
+}
+
+/// How many pending deliveries in `db` are due now: work a process left
+/// unfinished.
+pub fn due_pending_deliveries(db: &Path) -> u64 {
+    open_db(db)
+        .query_row(
+            "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?1",
+            [chrono::Utc::now().timestamp_millis()],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap() as u64
+}
+
+/// Makes every pending delivery to `webhook` due `after` from now.
+pub fn delay_pending_deliveries(db: &Path, webhook: &str, after: Duration) {
+    let at = chrono::Utc::now().timestamp_millis() + after.as_millis() as i64;
+    open_db(db)
+        .execute(
+            "UPDATE deliveries SET next_attempt_at = ?2 WHERE status = 'pending' AND webhook_id = ?1",
+            rusqlite::params![webhook, at],
+        )
+        .unwrap();
+}
+
+/// Moves the creation time of every pending delivery `by` into the past, as
+/// if they had waited that long.
+pub fn age_pending_deliveries(db: &Path, by: Duration) {
+    open_db(db)
+        .execute(
+            "UPDATE deliveries SET created_at = created_at - ?1 WHERE status = 'pending'",
+            [by.as_millis() as i64],
+        )
+        .unwrap();
+}
+
 pub fn synthd_bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("synthd")
 }
@@ -299,88 +360,272 @@ pub struct Received {
     pub path_and_query: String,
     pub headers: http::HeaderMap,
     pub body: Vec<u8>,
+    /// When it arrived.
+    pub at: Instant,
+    /// The status the receiver answered it with.
+    pub status: u16,
 }
 
-/// A loopback webhook receiver: records every request and answers with a
-/// configurable status (200 by default).
+impl Received {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("request body is JSON")
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header's value ("" when absent).
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The path without the query.
+    pub fn path(&self) -> &str {
+        self.path_and_query.split('?').next().unwrap_or_default()
+    }
+}
+
+/// How the receiver answers a request.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    /// Waited after the request is recorded and before the answer.
+    pub delay: Duration,
+    pub body: Option<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Reply {
+    pub fn status(code: u16) -> Reply {
+        Reply {
+            status: code,
+            delay: Duration::ZERO,
+            body: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn delay(mut self, d: Duration) -> Reply {
+        self.delay = d;
+        self
+    }
+
+    pub fn body(mut self, text: &str) -> Reply {
+        self.body = Some(text.to_string());
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+}
+
+/// Decides the answer to one request; `None` means the default reply.
+type Script = Box<dyn FnMut(&Received) -> Option<Reply> + Send>;
+
+struct Inbox {
+    /// Every request must verify with each of these secrets.
+    secrets: Vec<String>,
+    /// The sender's clock when it is a `ManualClock`: `webhook-timestamp`
+    /// must then be exactly its time. `None`: the wall clock.
+    clock: Option<ManualClock>,
+    reply: Reply,
+    script: Option<Script>,
+    requests: Vec<Received>,
+    /// Why each request that failed verification failed.
+    rejected: Vec<String>,
+}
+
+/// The one loopback webhook receiver of the test suites. It verifies every
+/// request the way a real receiver would (the official `standardwebhooks`
+/// crate for `webhook-signature` with every configured secret, the hex
+/// `x-synthd-signature`, `webhook-id` = the event id, `webhook-timestamp` =
+/// now), answers a request that fails with 401, and records everything. The
+/// answer is configurable: status, delay, body and headers, or a script that
+/// decides per request.
 #[derive(Clone)]
 pub struct Receiver {
     /// The base URL, e.g. `http://127.0.0.1:1234`; requests go to any path.
     pub base: String,
-    requests: Arc<Mutex<Vec<Received>>>,
-    status: Arc<AtomicU16>,
+    inbox: Arc<Mutex<Inbox>>,
 }
 
-async fn record(
+async fn receive(
     State(rx): State<Receiver>,
     uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
-) -> (StatusCode, &'static str) {
-    rx.requests.lock().unwrap().push(Received {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut req = Received {
         path_and_query: uri
             .path_and_query()
             .map(|p| p.to_string())
             .unwrap_or_default(),
         headers,
         body: body.to_vec(),
-    });
-    let code = rx.status.load(Ordering::SeqCst);
-    (
-        StatusCode::from_u16(code).unwrap(),
-        if code < 300 { "ok" } else { "receiver says no" },
+        at: Instant::now(),
+        status: 0,
+    };
+    let reply = {
+        let mut inbox = lock(&rx.inbox);
+        let now = inbox.clock.as_ref().map(|c| c.now().timestamp());
+        let secrets: Vec<&str> = inbox.secrets.iter().map(String::as_str).collect();
+        let verdict = check_request(&req, &secrets, now);
+        let reply = match verdict {
+            Err(why) => {
+                inbox
+                    .rejected
+                    .push(format!("{} {}: {why}", req.path_and_query, req.text()));
+                Reply::status(401).body("signature rejected")
+            }
+            Ok(_) => {
+                let default = inbox.reply.clone();
+                match inbox.script.as_mut() {
+                    Some(script) => script(&req).unwrap_or(default),
+                    None => default,
+                }
+            }
+        };
+        req.status = reply.status;
+        inbox.requests.push(req);
+        reply
+    };
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let mut resp = (
+        StatusCode::from_u16(reply.status).unwrap(),
+        reply.body.unwrap_or_else(|| {
+            if reply.status < 300 {
+                "ok".into()
+            } else {
+                "receiver says no".into()
+            }
+        }),
     )
+        .into_response();
+    for (k, v) in &reply.headers {
+        resp.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    resp
 }
 
+/// A receiver for [`SECRET`], on the wall clock, answering 200.
 pub async fn start_receiver() -> Receiver {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let rx = Receiver {
-        base: format!("http://{addr}"),
-        requests: Arc::default(),
-        status: Arc::new(AtomicU16::new(200)),
-    };
-    let app = Router::new()
-        .fallback(axum::routing::any(record))
-        .with_state(rx.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    rx
+    Receiver::start(&[SECRET], None).await
 }
 
 impl Receiver {
-    pub fn respond_with(&self, code: u16) {
-        self.status.store(code, Ordering::SeqCst);
+    /// A receiver whose requests must verify with every one of `secrets`
+    /// (more than one during a rotation), stamped by `clock` (`None`: the
+    /// wall clock).
+    pub async fn start(secrets: &[&str], clock: Option<ManualClock>) -> Receiver {
+        assert!(!secrets.is_empty());
+        assert!(
+            !secrets.contains(&NEGATIVE_CONTROL_SECRET),
+            "the negative-control secret must never be configured"
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let rx = Receiver {
+            base: format!("http://{addr}"),
+            inbox: Arc::new(Mutex::new(Inbox {
+                secrets: secrets.iter().map(|s| s.to_string()).collect(),
+                clock,
+                reply: Reply::status(200),
+                script: None,
+                requests: Vec::new(),
+                rejected: Vec::new(),
+            })),
+        };
+        let app = Router::new()
+            .fallback(axum::routing::any(receive))
+            .with_state(rx.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        rx
     }
 
+    /// Answers every request with `code` from now on.
+    pub fn respond_with(&self, code: u16) {
+        self.reply(Reply::status(code));
+    }
+
+    /// Answers every request with `reply` from now on.
+    pub fn reply(&self, reply: Reply) {
+        lock(&self.inbox).reply = reply;
+    }
+
+    /// Decides each answer with `script` (`None` from it: the default
+    /// reply) until [`Receiver::unscript`].
+    pub fn script(&self, script: impl FnMut(&Received) -> Option<Reply> + Send + 'static) {
+        lock(&self.inbox).script = Some(Box::new(script));
+    }
+
+    pub fn unscript(&self) {
+        lock(&self.inbox).script = None;
+    }
+
+    /// Every request so far, asserting that each one verified.
     pub fn requests(&self) -> Vec<Received> {
-        self.requests.lock().unwrap().clone()
+        let inbox = lock(&self.inbox);
+        assert!(
+            inbox.rejected.is_empty(),
+            "the receiver rejected {} request(s):\n{}",
+            inbox.rejected.len(),
+            inbox.rejected.join("\n")
+        );
+        inbox.requests.clone()
+    }
+
+    /// Every request so far, verified or not.
+    pub fn all_requests(&self) -> Vec<Received> {
+        lock(&self.inbox).requests.clone()
+    }
+
+    /// Why each rejected request was rejected.
+    pub fn rejected(&self) -> Vec<String> {
+        lock(&self.inbox).rejected.clone()
     }
 
     pub fn count(&self) -> usize {
-        self.requests.lock().unwrap().len()
+        self.requests().len()
+    }
+
+    /// Forgets the requests so far (rejections are kept).
+    pub fn clear(&self) {
+        lock(&self.inbox).requests.clear();
     }
 
     /// Waits (at most 10 s) until at least `n` requests arrived; returns all.
     pub async fn wait_for(&self, n: usize) -> Vec<Received> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let got = self.requests();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "receiver got {} requests, expected {n}",
-                got.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until(
+            &format!("{n} requests at the receiver"),
+            Duration::from_secs(10),
+            || self.requests().len() >= n,
+        )
+        .await;
+        self.requests()
     }
 }
 
 // ---------------------------------------------------------------------------
 // Verification
 // ---------------------------------------------------------------------------
+
+/// A valid secret no test ever configures: nothing may verify with it.
+pub const NEGATIVE_CONTROL_SECRET: &str = "whsec_bmVnYXRpdmUgY29udHJvbDogbmV2ZXIgY29uZmlndXJlZA==";
 
 fn hex_hmac(key: &[u8], body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
@@ -392,61 +637,93 @@ fn hex_hmac(key: &[u8], body: &[u8]) -> String {
         .collect()
 }
 
-/// Verifies one received webhook request the way a receiver would, with the
-/// official `standardwebhooks` crate and the plain hex HMAC header, and
-/// returns its JSON body.
-pub fn verify(r: &Received, secret: &str) -> Value {
-    standardwebhooks::Webhook::new(secret)
+/// Whether `signature` (the `webhook-signature` header) holds the `v1`
+/// signature `secret` makes over (id, timestamp, body), computed by the
+/// official crate.
+fn signed_with(secret: &str, id: &str, ts: i64, body: &[u8], signature: &str) -> bool {
+    let expected = standardwebhooks::Webhook::new(secret)
         .unwrap()
-        .verify(&r.body, &r.headers)
-        .unwrap_or_else(|e| {
-            panic!(
-                "standardwebhooks rejected a request: {e}; headers {:?}",
-                r.headers
-            )
-        });
-    // The negative control: another secret must not verify.
-    assert!(
-        standardwebhooks::Webhook::new(OTHER_SECRET)
-            .unwrap()
-            .verify(&r.body, &r.headers)
-            .is_err(),
-        "a request verified with the wrong secret"
-    );
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(secret.trim_start_matches("whsec_"))
+        .sign(id, ts, body)
         .unwrap();
-    let hex = r
-        .headers
-        .get("x-synthd-signature")
-        .expect("x-synthd-signature header")
-        .to_str()
-        .unwrap();
-    assert_eq!(hex, hex_hmac(&key, &r.body), "x-synthd-signature mismatch");
-    assert_eq!(
-        r.headers.get("content-type").and_then(|v| v.to_str().ok()),
-        Some("application/json")
-    );
-    let sig = r.headers["webhook-signature"].to_str().unwrap();
-    assert!(sig.starts_with("v1,"), "webhook-signature {sig:?}");
-    let body: Value = serde_json::from_slice(&r.body).expect("event body is JSON");
-    assert_eq!(
-        r.headers["webhook-id"].to_str().unwrap(),
-        body["id"].as_str().expect("event id"),
-        "webhook-id is the event id"
-    );
-    assert!(body["id"].as_str().unwrap().starts_with("evt_"));
-    let ts: i64 = r.headers["webhook-timestamp"]
-        .to_str()
-        .unwrap()
+    signature.split(' ').any(|s| s == expected)
+}
+
+/// Checks one webhook request the way a receiver would and returns its JSON
+/// body. `now`: the sender's (manual) clock in Unix seconds, which
+/// `webhook-timestamp` must equal; `None` checks against the wall clock
+/// with the official crate's `verify`, which also bounds the timestamp.
+pub fn check_request(r: &Received, secrets: &[&str], now: Option<i64>) -> Result<Value, String> {
+    let header = |name: &str| {
+        r.headers
+            .get(name)
+            .ok_or(format!("no {name} header"))
+            .and_then(|v| v.to_str().map_err(|_| format!("{name} is not text")))
+    };
+    let id = header("webhook-id")?;
+    let signature = header("webhook-signature")?;
+    let ts: i64 = header("webhook-timestamp")?
         .parse()
+        .map_err(|_| "webhook-timestamp is not a number".to_string())?;
+    if header("content-type")? != "application/json" {
+        return Err(format!("content-type {:?}", header("content-type")?));
+    }
+    if !signature.starts_with("v1,") {
+        return Err(format!("webhook-signature {signature:?}"));
+    }
+    for secret in secrets {
+        match now {
+            None => standardwebhooks::Webhook::new(secret)
+                .unwrap()
+                .verify(&r.body, &r.headers)
+                .map_err(|e| format!("standardwebhooks rejected it for {secret}: {e}"))?,
+            Some(now) => {
+                if ts != now {
+                    return Err(format!("webhook-timestamp {ts}, the clock says {now}"));
+                }
+                if !signed_with(secret, id, ts, &r.body, signature) {
+                    return Err(format!("webhook-signature does not verify for {secret}"));
+                }
+            }
+        }
+    }
+    if now.is_none() {
+        let wall = chrono::Utc::now().timestamp();
+        if (wall - ts).abs() >= 120 {
+            return Err(format!("webhook-timestamp {ts} is not now ({wall})"));
+        }
+    }
+    // The negative control: another secret must not verify.
+    if signed_with(NEGATIVE_CONTROL_SECRET, id, ts, &r.body, signature) {
+        return Err("it verified with a secret that was never configured".into());
+    }
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secrets[0].trim_start_matches("whsec_"))
         .unwrap();
-    let now = chrono::Utc::now().timestamp();
-    assert!(
-        (now - ts).abs() < 120,
-        "webhook-timestamp {ts} is not now ({now})"
-    );
-    body
+    let hex = header("x-synthd-signature")?;
+    if hex != hex_hmac(&key, &r.body) {
+        return Err("x-synthd-signature mismatch".into());
+    }
+    let body: Value =
+        serde_json::from_slice(&r.body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let event_id = body["id"].as_str().ok_or("the body has no id")?;
+    if event_id != id {
+        return Err(format!("webhook-id {id} is not the event id {event_id}"));
+    }
+    if !event_id.starts_with("evt_") {
+        return Err(format!("event id {event_id}"));
+    }
+    Ok(body)
+}
+
+/// Verifies one received webhook request with `secret` on the wall clock
+/// (see [`check_request`]) and returns its JSON body.
+pub fn verify(r: &Received, secret: &str) -> Value {
+    check_request(r, &[secret], None).unwrap_or_else(|e| {
+        panic!(
+            "a request failed verification: {e}; headers {:?}",
+            r.headers
+        )
+    })
 }
 
 /// `(type, record_id)` of each event, `record_id` empty for account events.
@@ -539,5 +816,28 @@ pub async fn wait_exit(
             panic!("synthd did not exit within {within:?}");
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Waits (polling every 10 ms) until `check` holds; fails the test after
+/// `within`.
+pub async fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// [`wait_until`] for a check that is itself async (an HTTP request).
+pub async fn wait_until_async<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
