@@ -557,8 +557,12 @@ pub struct Measured {
     pub wall: Duration,
     /// User + system CPU time (from wait4's rusage).
     pub cpu: Duration,
-    /// Peak RSS in KiB: the larger of wait4's ru_maxrss and the VmHWM seen
-    /// while polling.
+    /// Peak RSS in KiB: the largest VmHWM seen while polling every 5 ms
+    /// (VmHWM only grows, so at most the last 5 ms of growth can be missed).
+    /// Not wait4's ru_maxrss: exec(2) folds the spawning process's high
+    /// water mark into it (fork or vfork, the pre-exec image is the
+    /// parent's), so a child of a benchmark holding 700 MB of pages would
+    /// report 700 MB.
     pub peak_rss_kib: u64,
     /// `/proc/<pid>/io` as the process exited (read while it was a zombie,
     /// before it was reaped, so nothing written late is missed).
@@ -606,9 +610,10 @@ pub fn clean_env(cmd: &mut Command) {
 }
 
 /// Runs `cmd` to completion, measuring it. A sampler thread polls
-/// `/proc/<pid>/status` (VmHWM) and `/proc/<pid>/io` every 5 ms as a
-/// fallback; the figures reported come from the exited-but-unreaped process
-/// (`waitid(WNOWAIT)`, then `/proc/<pid>/io`, then `wait4` for rusage).
+/// `/proc/<pid>/status` (VmHWM) and `/proc/<pid>/io` every 5 ms; the I/O
+/// counters reported come from the exited-but-unreaped process
+/// (`waitid(WNOWAIT)`, then `/proc/<pid>/io`; the sampled values are the
+/// fallback), the CPU time from `wait4`'s rusage.
 pub fn run_measured(mut cmd: Command) -> Measured {
     let started = Instant::now();
     let mut child = cmd
@@ -687,7 +692,7 @@ pub fn run_measured(mut cmd: Command) -> Measured {
         stderr: t_err.join().unwrap(),
         wall,
         cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
-        peak_rss_kib: (usage.ru_maxrss as u64).max(hwm),
+        peak_rss_kib: hwm,
         io: final_io.unwrap_or(sampled_io),
     }
 }
@@ -820,12 +825,18 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The machine, for the header of every table.
+/// The machine, for the header of every table: cores and the load average
+/// when first called (the start of the benchmark; later calls repeat it).
 pub fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into());
-    format!("{cores} cores, load average {load} at start")
+    static AT_START: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    AT_START
+        .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+            let load = std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|l| l.split_whitespace().next().map(str::to_string))
+                .unwrap_or_else(|| "?".into());
+            format!("{cores} cores, load average {load} at start")
+        })
+        .clone()
 }
