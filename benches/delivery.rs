@@ -101,17 +101,12 @@ fn measure_synthd(
     assert_eq!(u(poll, "created"), n as u64, "setup: {out}");
     assert_eq!(u(&out["deliveries"], "delivered"), n as u64, "setup: {out}");
 
-    // 2. Queue them all again.
+    // 2. Queue them all again (the timed run checks that N went out).
     let replay = run_measured(synthd(
         &config,
         &["replay", "--since", "1970-01-01T00:00:00Z"],
     ));
     replay.expect_code(0, "replay");
-    assert!(
-        replay.stdout.contains(&format!("queued {n} deliveries")),
-        "replay: {}",
-        replay.stdout
-    );
 
     // 3. Deliver them, polling nothing.
     write(
