@@ -12,14 +12,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt as _;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::deliver::Deliverer;
+use crate::ingest::{self, AccountFingerprint};
 use crate::poll::{self, PollContext};
-use crate::store::{AccountFingerprint, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// How long in-flight deliveries get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -55,67 +56,67 @@ impl Engine {
     /// Emits account.created / updated / deleted for config changes, and
     /// resumes paused webhooks whose config changed.
     pub async fn reconcile_accounts(&self, config: &Arc<Config>) -> Result<(), StoreError> {
-        let scheme = self.ctx.hasher.scheme().to_string();
-        if self
-            .ctx
-            .store
-            .blocking(move |s| s.ensure_hash_scheme(&scheme))
-            .await??
-        {
-            tracing::warn!(
-                "daemon.hash_key_file changed, so every stored hash is stale: the next complete scan of each \
-                 resource re-records hashes silently (changes made since the last poll are not announced)"
-            );
-        }
-        let fingerprints: Vec<AccountFingerprint> = config
-            .accounts
-            .iter()
-            .map(|a| AccountFingerprint {
-                id: a.id.clone(),
-                provider: a.provider.clone(),
-                fingerprint: a.fingerprint(),
-            })
-            .collect();
-        let now = self.ctx.clock.now();
-        let cfg = config.clone();
-        let events = self
-            .ctx
-            .store
-            .blocking(move |s| s.reconcile_accounts(&fingerprints, &cfg.webhooks, now))
-            .await??;
-        for e in &events {
-            tracing::info!(event_id = %e.id, account = %e.account_id(), event_type = %e.event_type(), "account event");
-        }
-        let fingerprints: Vec<(String, String)> = config
-            .webhooks
-            .iter()
-            .map(|w| (w.id.clone(), w.fingerprint()))
-            .collect();
-        let ids: Vec<String> = fingerprints.iter().map(|(id, _)| id.clone()).collect();
-        let resumed = self
-            .ctx
-            .store
-            .blocking(move |s| s.reconcile_webhooks(&fingerprints))
-            .await??;
-        for id in resumed {
-            tracing::info!(webhook = %id, "webhook config changed: resuming the paused webhook");
-        }
-        let cancelled = self
-            .ctx
-            .store
-            .blocking(move |s| s.cancel_orphans(&ids, now))
-            .await??;
-        if cancelled > 0 {
-            tracing::warn!(
-                cancelled,
-                "pending deliveries to webhooks no longer in the config were cancelled (they stay in the delivery log)"
-            );
-        }
-        if !events.is_empty() {
-            self.deliverer.wake.notify_one();
-        }
+        reconcile(
+            &self.ctx.store,
+            &self.ctx.hasher,
+            config,
+            self.ctx.clock.now(),
+        )
+        .await?;
+        self.deliverer.wake.notify_one();
         Ok(())
     }
+}
+
+/// Brings the store in line with the config: the hash scheme, the
+/// accounts (with their `account.*` events, each recorded once however many
+/// processes see the change), the webhooks' fingerprints (resuming paused
+/// ones that changed) and the deliveries of webhooks that left.
+pub async fn reconcile(
+    store: &Store,
+    hasher: &crate::detect::Hasher,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if store.ensure_hash_scheme(hasher.scheme()).await? {
+        tracing::warn!(
+            "daemon.hash_key_file changed, so every stored hash is stale: the next complete scan of each \
+             resource re-records hashes silently (changes made since the last poll are not announced)"
+        );
+    }
+    let fingerprints: Vec<AccountFingerprint> = config
+        .accounts
+        .iter()
+        .map(|a| AccountFingerprint {
+            id: a.id.clone(),
+            provider: a.provider.clone(),
+            fingerprint: a.fingerprint(),
+        })
+        .collect();
+    let stored = store.stored_accounts().await?;
+    let changes = ingest::account_changes(&stored, &fingerprints, &config.webhooks, now);
+    let applied = store.apply_account_changes(&changes, now).await?;
+    for c in changes.iter().filter(|c| applied.contains(&c.id)) {
+        tracing::info!(event_id = %c.event.event.id, account = %c.id,
+            event_type = %c.event.event.event_type, "account event");
+    }
+    let fingerprints: Vec<(String, String)> = config
+        .webhooks
+        .iter()
+        .map(|w| (w.id.clone(), w.fingerprint()))
+        .collect();
+    for id in store.reconcile_webhooks(&fingerprints).await? {
+        tracing::info!(webhook = %id, "webhook config changed: resuming the paused webhook");
+    }
+    let ids: Vec<String> = fingerprints.into_iter().map(|(id, _)| id).collect();
+    let cancelled = store.cancel_orphans(&ids, now).await?;
+    if cancelled > 0 {
+        tracing::warn!(
+            cancelled,
+            "pending deliveries to webhooks no longer in the config were cancelled (they stay in the delivery log)"
+        );
+    }
+    Ok(())
 }
 
 /// Where a reload reads the config from; `None` (the demo) disables reload.
@@ -306,11 +307,13 @@ fn log_startup(config: &Config) {
 }
 
 /// Marks an account as being polled; dropping it (at the end of the poll,
-/// or while unwinding from a panic) unmarks it and wakes the scheduler.
+/// or while unwinding from a panic) unmarks it and tells the scheduler when
+/// that poll started, so the account is scheduled again.
 struct Running {
     set: Arc<Mutex<HashSet<String>>>,
     id: String,
-    done: Arc<Notify>,
+    started: Option<DateTime<Utc>>,
+    done: tokio::sync::mpsc::UnboundedSender<(String, Option<DateTime<Utc>>)>,
 }
 
 impl Drop for Running {
@@ -319,12 +322,62 @@ impl Drop for Running {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.id);
-        self.done.notify_one();
+        let _ = self.done.send((self.id.clone(), self.started));
     }
 }
 
-/// Polls that have started since the scheduler last looked, with when.
-type StartLog = Arc<Mutex<Vec<(String, DateTime<Utc>)>>>;
+/// The accounts waiting for their next poll, earliest first: a decision
+/// costs O(log n) however many accounts there are, and no task exists for
+/// an account until it is due and a poll slot is free.
+struct Queue {
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(DateTime<Utc>, String)>>,
+    /// Over how long never-polled accounts' first polls are spread.
+    window: Duration,
+}
+
+impl Queue {
+    /// Every enabled account that is not being polled now, at its next due
+    /// time: overdue ones at once, never-polled ones spread over a short
+    /// start-up window.
+    fn build(
+        config: &Config,
+        last_start: &HashMap<String, DateTime<Utc>>,
+        running: &HashSet<String>,
+        now: DateTime<Utc>,
+    ) -> Queue {
+        let waiting = config
+            .accounts
+            .iter()
+            .filter(|a| a.enabled && !running.contains(&a.id));
+        // The more accounts have never been polled, the wider their first
+        // polls spread: 5 ms each (a lone new account starts at once).
+        let new = waiting
+            .clone()
+            .filter(|a| !last_start.contains_key(&a.id))
+            .count();
+        let mut q = Queue {
+            heap: Default::default(),
+            window: Duration::from_millis(5 * new as u64),
+        };
+        for a in waiting {
+            q.push(a, last_start.get(&a.id).copied(), now);
+        }
+        q
+    }
+
+    fn push(
+        &mut self,
+        account: &crate::config::Account,
+        last: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) {
+        let due = match last {
+            Some(_) => account.schedule.next_due(&account.id, last, now),
+            None => account.schedule.first_due(&account.id, now, self.window),
+        };
+        self.heap.push(std::cmp::Reverse((due, account.id.clone())));
+    }
+}
 
 /// Starts polls when they are due: at most `max_concurrent_polls` at once,
 /// never two of the same account.
@@ -334,11 +387,7 @@ async fn scheduler(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let store = engine.ctx.store.clone();
-    let mut last_start: HashMap<String, DateTime<Utc>> = match store
-        .blocking(|s| s.last_poll_starts())
-        .await
-        .and_then(|r| r)
-    {
+    let mut last_start: HashMap<String, DateTime<Utc>> = match store.last_poll_starts().await {
         Ok(v) => {
             let now = engine.ctx.clock.now();
             let future = v.iter().filter(|(_, t)| *t > now).count();
@@ -346,7 +395,7 @@ async fn scheduler(
                 tracing::warn!(
                     accounts = future,
                     "stored poll times lie in the future (the clock was wrong when they were written); \
-                         treating them as now, so those accounts are polled on their normal schedule from now on"
+                     treating them as now, so those accounts are polled on their normal schedule from now on"
                 );
             }
             v.into_iter().collect()
@@ -359,64 +408,59 @@ async fn scheduler(
     let limit = config_rx.borrow().daemon.max_concurrent_polls;
     let permits = Arc::new(Semaphore::new(limit));
     let running: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let started: StartLog = Arc::default();
-    let done = Arc::new(Notify::new());
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut polls = JoinSet::new();
+    let mut config = config_rx.borrow().clone();
+    let mut index: HashMap<String, usize> = account_index(&config);
+    let mut queue = Queue::build(
+        &config,
+        &last_start,
+        &running.lock().unwrap_or_else(|p| p.into_inner()),
+        engine.ctx.clock.now(),
+    );
 
     loop {
         if *shutdown.borrow() {
             break;
         }
-        for (id, at) in started.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
-            last_start.insert(id, at);
-        }
         while polls.try_join_next().is_some() {}
-        let config = config_rx.borrow().clone();
         let now = engine.ctx.clock.now();
-        let mut earliest: Option<DateTime<Utc>> = None;
-        for account in config.accounts.iter().filter(|a| a.enabled) {
-            if running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&account.id)
+        while let Some(std::cmp::Reverse((due, _))) = queue.heap.peek() {
+            if *due > now {
+                break;
+            }
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                break;
+            };
+            let Some(std::cmp::Reverse((_, id))) = queue.heap.pop() else {
+                break;
+            };
+            // Gone from the config, disabled, or being polled (it is queued
+            // again when that poll ends).
+            let Some(account) = index.get(&id).map(|&i| &config.accounts[i]) else {
+                continue;
+            };
+            if !account.enabled
+                || !running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.clone())
             {
                 continue;
             }
-            let due =
-                account
-                    .schedule
-                    .next_due(&account.id, last_start.get(&account.id).copied(), now);
-            if due > now {
-                earliest = Some(earliest.map_or(due, |e| e.min(due)));
-                continue;
-            }
-            running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(account.id.clone());
+            let mut guard = Running {
+                set: running.clone(),
+                id,
+                started: None,
+                done: done_tx.clone(),
+            };
             let (engine, config, account) = (engine.clone(), config.clone(), account.clone());
-            let (permits, running, started, done) = (
-                permits.clone(),
-                running.clone(),
-                started.clone(),
-                done.clone(),
-            );
             polls.spawn(async move {
+                let _permit = permit;
+                guard.started = Some(engine.ctx.clock.now());
                 // Cleared however the poll ends, a panic included, so an
                 // account is never left marked running.
-                let _running = Running {
-                    set: running,
-                    id: account.id.clone(),
-                    done: done.clone(),
-                };
-                let Ok(_permit) = permits.acquire_owned().await else {
-                    return;
-                };
-                let at = engine.ctx.clock.now();
-                started
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((account.id.clone(), at));
+                let _running = guard;
                 let poll = poll::poll_account(&engine.ctx, &config, &account, None);
                 if let Err(panic) = std::panic::AssertUnwindSafe(poll).catch_unwind().await {
                     let what = panic
@@ -430,20 +474,52 @@ async fn scheduler(
                 engine.deliverer.wake.notify_one();
             });
         }
-        let wait = earliest
-            .map(|e| (e - engine.ctx.clock.now()).to_std().unwrap_or_default())
+        // Sleep until the next account is due, or a poll ends (freeing a
+        // slot and queueing its account again), or the config changes.
+        let wait = queue
+            .heap
+            .peek()
+            .map(|std::cmp::Reverse((due, _))| {
+                (*due - engine.ctx.clock.now()).to_std().unwrap_or_default()
+            })
             .unwrap_or(Duration::from_secs(60))
             .min(Duration::from_secs(60));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = done.notified() => {}
-            _ = config_rx.changed() => {}
+            Some((id, started)) = done_rx.recv() => {
+                let now = engine.ctx.clock.now();
+                if let Some(at) = started {
+                    last_start.insert(id.clone(), at);
+                }
+                if let Some(account) = index.get(&id).map(|&i| &config.accounts[i]).filter(|a| a.enabled) {
+                    queue.push(account, last_start.get(&id).copied(), now);
+                }
+            }
+            _ = config_rx.changed() => {
+                config = config_rx.borrow().clone();
+                index = account_index(&config);
+                queue = Queue::build(
+                    &config,
+                    &last_start,
+                    &running.lock().unwrap_or_else(|p| p.into_inner()),
+                    engine.ctx.clock.now(),
+                );
+            }
             _ = shutdown.changed() => {}
         }
     }
     // Polls in progress are abandoned: every committed page is consistent,
     // and an unfinished scan deletes nothing.
     polls.abort_all();
+}
+
+fn account_index(config: &Config) -> HashMap<String, usize> {
+    config
+        .accounts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.id.clone(), i))
+        .collect()
 }
 
 /// Sends due deliveries until shutdown; wakes on new events, finished
@@ -471,14 +547,7 @@ async fn delivery_loop(
             }
             Err(e) => tracing::error!(error = %e, "cannot read due deliveries; retrying shortly"),
         }
-        let next = engine
-            .ctx
-            .store
-            .blocking(|s| s.next_due_at())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten();
+        let next = engine.ctx.store.next_due_at().await.ok().flatten();
         let now = engine.ctx.clock.now();
         // A due delivery may be waiting on a permit or on an earlier event of
         // the same record; those wake us when they finish, so a short floor
@@ -509,7 +578,13 @@ async fn retention_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let retention = config_rx.borrow().daemon.retention;
+        let retention = {
+            let r = config_rx.borrow().daemon.retention;
+            crate::store::RetentionPolicy {
+                delivered: r.delivered,
+                failed: r.failed,
+            }
+        };
         let mut total = crate::store::Pruned::default();
         loop {
             if *shutdown.borrow() {
@@ -519,9 +594,8 @@ async fn retention_loop(
             match engine
                 .ctx
                 .store
-                .blocking(move |s| s.prune_batch(retention, now, RETENTION_BATCH))
+                .prune_batch(retention, now, RETENTION_BATCH)
                 .await
-                .and_then(|r| r)
             {
                 Ok(p) if p.deliveries == 0 && p.events == 0 => break,
                 Ok(p) => {
@@ -557,13 +631,14 @@ mod tests {
     async fn a_panicking_poll_never_leaves_its_account_marked_running() {
         let set: Arc<Mutex<HashSet<String>>> = Arc::default();
         set.lock().unwrap().insert("acme".into());
-        let done = Arc::new(Notify::new());
+        let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+        let at = Utc::now();
         let guard = Running {
             set: set.clone(),
             id: "acme".into(),
-            done: done.clone(),
+            started: Some(at),
+            done,
         };
-        let woken = done.notified();
         let task = tokio::spawn(async move {
             let _running = guard;
             panic!("a bug inside a poll");
@@ -573,10 +648,9 @@ mod tests {
             set.lock().unwrap().is_empty(),
             "the account is still marked running"
         );
-        // The scheduler is woken to look again.
-        tokio::time::timeout(Duration::from_secs(1), woken)
-            .await
-            .unwrap();
+        // The scheduler hears of it, with when the poll started, and
+        // queues the account again.
+        assert_eq!(finished.recv().await, Some(("acme".to_string(), Some(at))));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! attempt the delivery is `failed`. 2xx is success; anything else,
 //! redirects included (they are not followed), is a failure.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use crate::config::{Config, Webhook};
 use crate::net;
 use crate::redact::printable;
 use crate::signing;
-use crate::store::{AttemptRecord, DueDelivery, NextStep, Store, StoreError};
+use crate::store::{AttemptOutcome, AttemptRecord, DueDelivery, NextStep, Store, StoreError};
 
 /// Delays before attempts 2..=8.
 pub const RETRY_SCHEDULE: [Duration; 7] = [
@@ -227,11 +227,17 @@ pub struct PassSummary {
 
 /// Runs delivery attempts with per-webhook concurrency limits. Shared by
 /// `sync` (one pass) and the daemon (a loop).
+///
+/// Due deliveries are fetched a batch per webhook and handed out as permits
+/// free up; attempts finishing together are recorded in one transaction
+/// (group commit), so the store is not the bottleneck of a fast receiver.
 #[derive(Clone)]
 pub struct Deliverer {
     store: Store,
     sender: Sender,
     clock: Arc<dyn Clock>,
+    /// Per webhook: due deliveries fetched but not yet started.
+    queues: Arc<Mutex<HashMap<String, VecDeque<DueDelivery>>>>,
     /// Per webhook: its configured concurrency and the requests in flight.
     limits: Arc<Mutex<HashMap<String, Limit>>>,
     /// Permits for each webhook's requests beyond its first.
@@ -240,12 +246,24 @@ pub struct Deliverer {
     /// Deliveries whose last attempt could not be recorded (a full or
     /// read-only store), with when they may be sent again.
     unrecorded: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
+    /// Attempts waiting to be recorded, with who waits for the answer.
+    to_record: Arc<Mutex<Vec<(AttemptOutcome, Recorded)>>>,
+    /// Held by the one task writing a batch of attempts.
+    recording: Arc<tokio::sync::Mutex<()>>,
     /// Woken when an attempt finishes or new events are committed.
     pub wake: Arc<Notify>,
 }
 
+/// Where the outcome of recording one attempt goes: whether its webhook
+/// was paused by the batch, or why the batch could not be written.
+type Recorded = tokio::sync::oneshot::Sender<Result<bool, String>>;
+
 /// A webhook's configured concurrency and the semaphore enforcing it.
 type Limit = (usize, Arc<Semaphore>);
+
+/// Due deliveries fetched per webhook at a time (at least; more for a high
+/// concurrency).
+const DUE_BATCH: usize = 256;
 
 /// Takes a delivery out of the in-flight set when dropped, so even a task
 /// that panics leaves the delivery to be attempted again.
@@ -263,16 +281,23 @@ impl Drop for InFlight {
     }
 }
 
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Deliverer {
     pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
         Deliverer {
             store,
             sender: Sender::new(),
             clock,
+            queues: Arc::default(),
             limits: Arc::default(),
             shared: Arc::new(Semaphore::new(SHARED_EXTRA_REQUESTS)),
             in_flight: Arc::default(),
             unrecorded: Arc::default(),
+            to_record: Arc::default(),
+            recording: Arc::default(),
             wake: Arc::new(Notify::new()),
         }
     }
@@ -280,7 +305,7 @@ impl Deliverer {
     /// The webhook's semaphore; a new one when its concurrency changed
     /// (requests still holding the old one finish undisturbed).
     fn semaphore(&self, webhook: &Webhook) -> Arc<Semaphore> {
-        let mut limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        let mut limits = locked(&self.limits);
         let entry = limits.entry(webhook.id.clone()).or_insert_with(|| {
             (
                 webhook.concurrency,
@@ -329,17 +354,20 @@ impl Deliverer {
             .await;
         let jitter = rand::random_range(-1.0..=1.0);
         let step = next_step(&result, self.clock.now(), jitter);
-        let (id, webhook_id) = (due.id.clone(), webhook.id.clone());
-        let record = result.record.clone();
         let paused = self
-            .store
-            .blocking(move |s| s.record_attempt(&id, &webhook_id, &record, step))
-            .await??;
+            .record(AttemptOutcome {
+                delivery_id: due.id.clone(),
+                webhook_id: webhook.id.clone(),
+                attempt: result.record.clone(),
+                next: step,
+            })
+            .await?;
         if paused {
             tracing::warn!(webhook = %webhook.id, url = %webhook.shown_url(),
                 "every attempt to this webhook has failed for 5 days: paused; its events stay queued. \
                  Fix the receiver, then run `synthd webhook resume {}` or change the webhook in the config and reload",
                 webhook.id);
+            locked(&self.queues).remove(&webhook.id);
         }
         let status = result.record.status_code;
         let duration_ms = result.record.duration_ms;
@@ -367,6 +395,39 @@ impl Deliverer {
         Ok(step)
     }
 
+    /// Records one attempt together with whatever others finished
+    /// meanwhile: one transaction for the lot (group commit). Returns
+    /// whether this attempt's webhook was paused by the batch.
+    async fn record(&self, outcome: AttemptOutcome) -> Result<bool, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        locked(&self.to_record).push((outcome, tx));
+        {
+            let _writer = self.recording.lock().await;
+            let batch = std::mem::take(&mut *locked(&self.to_record));
+            if !batch.is_empty() {
+                let (outcomes, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                let result = self.store.record_attempts(&outcomes).await;
+                let mut told = HashSet::new();
+                for (o, waiter) in outcomes.iter().zip(waiters) {
+                    let answer = match &result {
+                        // Only the first attempt of a webhook in the batch
+                        // reports its pausing, so it is logged once.
+                        Ok(paused) => {
+                            Ok(paused.contains(&o.webhook_id) && told.insert(o.webhook_id.clone()))
+                        }
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = waiter.send(answer);
+                }
+            }
+        }
+        match rx.await {
+            Ok(Ok(paused)) => Ok(paused),
+            Ok(Err(e)) => Err(StoreError::Refused(e)),
+            Err(_) => Err(StoreError::Internal("an attempt's record was lost".into())),
+        }
+    }
+
     /// Starts attempts for every due delivery not already in flight, up to
     /// the per-webhook limits. Returns the spawned tasks.
     pub async fn dispatch_due(
@@ -374,104 +435,108 @@ impl Deliverer {
         config: &Arc<Config>,
         skip: &HashSet<String>,
     ) -> Result<Vec<(String, tokio::task::JoinHandle<Option<NextStep>>)>, StoreError> {
-        let enabled: Vec<(String, usize)> = config
+        let now = self.clock.now();
+        locked(&self.unrecorded).retain(|_, until| *until > now);
+        let paused = self.store.paused_webhooks().await?;
+        let mut tasks = Vec::new();
+        for webhook in config
             .webhooks
             .iter()
-            .filter(|w| w.enabled)
-            .map(|w| (w.id.clone(), w.concurrency))
-            .collect();
-        let now = self.clock.now();
-        // An attempt that finishes while the query below runs leaves a stale
-        // `pending` row in its result; taking only deliveries that were idle
-        // before the query keeps them from being sent twice.
-        let busy = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        self.unrecorded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, until| *until > now);
-        // One bounded query per webhook, so a dead webhook's backlog can
-        // never crowd the others out of the batch. At most `concurrency` of
-        // a webhook's rows are in flight, so twice that always leaves enough
-        // fresh candidates.
-        let due = self
-            .store
-            .blocking(move |s| {
-                let paused = s.paused_webhooks()?;
-                let mut due = Vec::new();
-                for (id, concurrency) in enabled
-                    .iter()
-                    .filter(|(id, _)| !paused.iter().any(|(p, _)| p == id))
-                {
-                    due.extend(s.due_deliveries(&[id.as_str()], now, 2 * concurrency)?);
-                }
-                Ok::<_, StoreError>(due)
-            })
-            .await??;
-        let mut tasks = Vec::new();
-        for d in due {
-            if skip.contains(&d.id)
-                || busy.contains(&d.id)
-                || self
-                    .unrecorded
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains_key(&d.id)
-            {
-                continue;
-            }
-            let Some(webhook) = config
-                .webhooks
-                .iter()
-                .find(|w| w.id == d.webhook_id)
-                .cloned()
-            else {
-                continue;
-            };
-            let Some(permits) = self.permits(&webhook) else {
-                continue;
-            };
-            if !self
-                .in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(d.id.clone())
-            {
-                continue;
-            }
-            let guard = InFlight {
-                set: self.in_flight.clone(),
-                id: d.id.clone(),
-            };
-            let this = self.clone();
-            let id = d.id.clone();
-            tasks.push((id, tokio::spawn(async move {
-                let _in_flight = guard;
-                let _permits = permits;
-                let step = this.attempt(&webhook, &d).await;
-                if step.is_err() {
-                    // The store still says this delivery is due; without a
-                    // pause it would be sent again at once, in a loop.
-                    let now = this.clock.now();
-                    let until = now.checked_add_signed(chrono::Duration::seconds(UNRECORDED_RETRY.as_secs() as i64)).unwrap_or(now);
-                    this.unrecorded.lock().unwrap_or_else(|p| p.into_inner()).insert(d.id.clone(), until);
-                }
-                drop(_in_flight);
-                this.wake.notify_one();
-                match step {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        tracing::error!(event_id = %d.event_id, webhook = %webhook.id, error = %e,
-                            "could not record a delivery attempt; it will be sent again in a minute");
-                        None
+            .filter(|w| w.enabled && !paused.iter().any(|(p, _)| p == &w.id))
+        {
+            let mut refilled = false;
+            loop {
+                let next = locked(&self.queues)
+                    .get_mut(&webhook.id)
+                    .and_then(VecDeque::pop_front);
+                let Some(d) = next else {
+                    if refilled {
+                        break;
                     }
+                    refilled = true;
+                    // Only what is idle now: a delivery whose attempt is
+                    // still in flight (or finished but not yet recorded)
+                    // must not come back from the query and go out twice.
+                    let busy = locked(&self.in_flight).clone();
+                    let limit = DUE_BATCH.max(8 * webhook.concurrency);
+                    let fresh: VecDeque<DueDelivery> = self
+                        .store
+                        .due_deliveries(&webhook.id, now, limit)
+                        .await?
+                        .into_iter()
+                        .filter(|d| {
+                            !busy.contains(&d.id)
+                                && !skip.contains(&d.id)
+                                && !locked(&self.unrecorded).contains_key(&d.id)
+                        })
+                        .collect();
+                    if fresh.is_empty() {
+                        break;
+                    }
+                    locked(&self.queues).insert(webhook.id.clone(), fresh);
+                    continue;
+                };
+                if skip.contains(&d.id) || locked(&self.in_flight).contains(&d.id) {
+                    continue;
                 }
-            })));
+                let Some(permits) = self.permits(webhook) else {
+                    // No room now: keep it at the front for the next round.
+                    locked(&self.queues)
+                        .entry(webhook.id.clone())
+                        .or_default()
+                        .push_front(d);
+                    break;
+                };
+                locked(&self.in_flight).insert(d.id.clone());
+                tasks.push((
+                    d.id.clone(),
+                    self.spawn_attempt(webhook.clone(), d, permits),
+                ));
+            }
         }
         Ok(tasks)
+    }
+
+    fn spawn_attempt(
+        &self,
+        webhook: Webhook,
+        d: DueDelivery,
+        permits: (
+            tokio::sync::OwnedSemaphorePermit,
+            Option<tokio::sync::OwnedSemaphorePermit>,
+        ),
+    ) -> tokio::task::JoinHandle<Option<NextStep>> {
+        let guard = InFlight {
+            set: self.in_flight.clone(),
+            id: d.id.clone(),
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _in_flight = guard;
+            let _permits = permits;
+            let step = this.attempt(&webhook, &d).await;
+            if step.is_err() {
+                // The store still says this delivery is due; without a
+                // pause it would be sent again at once, in a loop.
+                let now = this.clock.now();
+                let until = now
+                    .checked_add_signed(
+                        chrono::Duration::seconds(UNRECORDED_RETRY.as_secs() as i64),
+                    )
+                    .unwrap_or(now);
+                locked(&this.unrecorded).insert(d.id.clone(), until);
+            }
+            drop(_in_flight);
+            this.wake.notify_one();
+            match step {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(event_id = %d.event_id, webhook = %webhook.id, error = %e,
+                        "could not record a delivery attempt; it will be sent again in a minute");
+                    None
+                }
+            }
+        })
     }
 
     /// One attempt at every delivery that is due now (for `sync`): repeats
@@ -522,10 +587,9 @@ pub async fn test_send(
     webhook: &Webhook,
     now: DateTime<Utc>,
 ) -> Result<AttemptRecord, TestSendError> {
-    let id = webhook.id.clone();
     let claim = store
-        .blocking(move |s| s.claim_test_send(&id, now, TEST_SEND_GAP))
-        .await??;
+        .claim_test_send(&webhook.id, now, TEST_SEND_GAP)
+        .await?;
     if let crate::store::TestClaim::TooSoon(wait) = claim {
         return Err(TestSendError::TooSoon {
             webhook: webhook.id.clone(),
@@ -533,13 +597,28 @@ pub async fn test_send(
         });
     }
     let event = crate::events::Event::new(crate::events::EventKind::Test, now);
-    let payload = event.body(webhook);
-    let result = sender.send(webhook, &event.id, &payload, 1, now).await;
-    let (hook, record) = (webhook.clone(), result.record.clone());
-    let success = result.success;
+    let mut logged = crate::ingest::new_event(&event, std::slice::from_ref(webhook));
+    let delivery = logged
+        .deliveries
+        .pop()
+        .unwrap_or_else(|| crate::store::DeliveryRow {
+            // A test goes to the webhook whatever its filters say.
+            id: crate::store::new_delivery_id(),
+            webhook_id: webhook.id.clone(),
+            order_key: event.order_key(),
+            payload: event.body(webhook),
+        });
+    let result = sender
+        .send(webhook, &event.id, &delivery.payload, 1, now)
+        .await;
     store
-        .blocking(move |s| s.record_test_send(&event, &hook, &payload, &record, success))
-        .await??;
+        .record_test_send(&crate::store::TestSend {
+            event: logged.event,
+            delivery,
+            attempt: result.record.clone(),
+            delivered: result.success,
+        })
+        .await?;
     Ok(result.record)
 }
 

@@ -276,7 +276,7 @@ secret = "{secret}"
     );
     crate::outln!();
 
-    let store = Store::open(&state_dir).map_err(|e| e.to_string())?;
+    let store = Store::open_sqlite(&state_dir).map_err(|e| e.to_string())?;
     let engine = Engine::new(store, &config, Arc::new(SystemClock));
 
     let mutator = {

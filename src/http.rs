@@ -35,11 +35,7 @@ pub async fn serve(
 }
 
 async fn healthz(State(store): State<Store>) -> impl IntoResponse {
-    match store
-        .blocking(|s| s.delivery_counts())
-        .await
-        .and_then(|r| r)
-    {
+    match store.delivery_counts().await {
         Ok(_) => (StatusCode::OK, "ok\n".to_string()),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -49,7 +45,7 @@ async fn healthz(State(store): State<Store>) -> impl IntoResponse {
 }
 
 async fn metrics(State(store): State<Store>) -> impl IntoResponse {
-    match store.blocking(render).await.and_then(|r| r) {
+    match render(&store).await {
         Ok(body) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -64,11 +60,13 @@ async fn metrics(State(store): State<Store>) -> impl IntoResponse {
 }
 
 /// The Prometheus exposition text.
-pub fn render(store: &Store) -> Result<String, StoreError> {
-    let counts = store.delivery_counts()?;
-    let health = store.poll_health()?;
-    let paused = store.paused_webhooks()?;
-    let oldest = store.oldest_pending_at()?;
+pub async fn render(store: &Store) -> Result<String, StoreError> {
+    let counts = store.delivery_counts().await?;
+    let polls = store.poll_status().await?;
+    let failing = polls.iter().filter(|p| p.consecutive_failures > 0).count();
+    let health = (polls.len() - failing, failing);
+    let paused = store.paused_webhooks().await?;
+    let oldest = store.oldest_pending_at().await?;
     let mut out = String::new();
     let _ = writeln!(
         out,

@@ -34,6 +34,7 @@ pub mod demo;
 pub mod detect;
 pub mod events;
 pub mod http;
+pub mod ingest;
 pub mod json;
 pub mod logging;
 pub mod net;

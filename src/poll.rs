@@ -3,19 +3,17 @@
 //! deliveries) before fetching the next. A scan that fetched every page
 //! ends with deletions; one that failed anywhere deletes nothing.
 
-use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
-use crate::config::{Account, Config, Resource};
-use crate::detect::{Digester, Hasher, RecordDigest};
+use crate::config::{Account, Config, Provider, Resource};
+use crate::detect::{Digester, Hasher, RecordDigest, SeenIds, Sighting};
+use crate::ingest;
 use crate::provider::{FetchError, Page, Pager, ProviderClient};
-use crate::store::{PageCounts, ScanStart, Store, StoreError};
+use crate::store::{ScanClaim, ScanRequest, ScanStart, Store, StoreError};
 
 /// Everything a poll needs besides the config.
 #[derive(Clone)]
@@ -66,6 +64,8 @@ pub enum PollError {
          Changes to the other records were applied; deletions were skipped"
     )]
     InvalidRecords { invalid: u64, first: String },
+    #[error("skipped: another synthd ({holder}) is scanning this account/resource right now")]
+    Busy { holder: String },
     #[error("internal error while polling (a bug; please report it): {0}")]
     Internal(String),
 }
@@ -102,6 +102,10 @@ pub async fn poll_account(
                 account = %account.id, resource = %name, records = s.records, created = s.created,
                 updated = s.updated, deleted = s.deleted, held = s.held, pages = s.pages,
                 full_scan = s.full_scan, baseline = s.baseline, duration_ms, "poll finished"
+            ),
+            Err(PollError::Busy { holder }) => tracing::info!(
+                account = %account.id, resource = %name, holder = %holder,
+                "poll skipped: another synthd is scanning it"
             ),
             Err(e) => tracing::warn!(
                 account = %account.id, resource = %name, duration_ms, error = %e, "poll failed"
@@ -148,42 +152,41 @@ fn incremental_since(
     Some(last_success - chrono::Duration::from_std(us.lookback).ok()?)
 }
 
-/// The ids seen so far in one scan: a keyed 64-bit hash of each (keys drawn
-/// at random per scan, so a collision of two ids is never the same twice)
-/// and whether it was a number. About 16 bytes per record.
-struct Seen {
-    ids: HashMap<u64, bool>,
-    keys: RandomState,
+/// What one page's digesting found, besides the digests.
+#[derive(Default)]
+struct Digested {
+    digests: Vec<RecordDigest>,
+    invalid: Vec<String>,
+    duplicates: u64,
+    collisions: u64,
+    unhashable: u64,
 }
 
-enum Sighting {
-    First,
-    /// The same id again, of the same kind: the listing shifted.
-    Duplicate,
-    /// The same canonical id from a number and from a string.
-    Collision,
-}
-
-impl Seen {
-    fn new() -> Self {
-        Seen {
-            ids: HashMap::new(),
-            keys: RandomState::new(),
+/// Digests every record of a page (on a blocking thread: this is the CPU
+/// work) and sorts out repeats. `seen` and the digester travel with it.
+fn digest_page(page: Page, digester: &mut Digester, seen: &mut SeenIds) -> Digested {
+    let mut out = Digested {
+        digests: Vec::with_capacity(page.len()),
+        ..Default::default()
+    };
+    for (i, record) in page.records().enumerate() {
+        match digester.digest(record, i) {
+            Ok(d) => match seen.see(&d.id, d.numeric) {
+                Sighting::First => out.digests.push(d),
+                Sighting::Duplicate => out.duplicates += 1,
+                Sighting::Collision => out.collisions += 1,
+            },
+            Err(e) => match e.unhashable_id() {
+                // Kept as it was: seen (so not deleted), never updated.
+                Some(id) => {
+                    out.unhashable += 1;
+                    seen.see(id, false);
+                }
+                None => out.invalid.push(e.to_string()),
+            },
         }
     }
-
-    fn see(&mut self, id: &str, numeric: bool) -> Sighting {
-        let key = self.keys.hash_one(id);
-        match self.ids.insert(key, numeric) {
-            None => Sighting::First,
-            Some(was) if was == numeric => Sighting::Duplicate,
-            Some(was) => {
-                // Keep the first sighting's kind.
-                self.ids.insert(key, was);
-                Sighting::Collision
-            }
-        }
-    }
+    out
 }
 
 pub async fn poll_resource(
@@ -194,15 +197,19 @@ pub async fn poll_resource(
 ) -> Result<PollSummary, PollError> {
     let provider = config.provider(&account.provider);
     let now = ctx.clock.now();
-    let (acct, res, shape) = (
-        account.id.clone(),
-        resource.name.clone(),
-        resource.shape_fingerprint(),
-    );
-    let scan = ctx
+    let claim = ctx
         .store
-        .blocking(move |s| s.begin_scan(&acct, &res, &shape, now))
-        .await??;
+        .begin_scan(&ScanRequest {
+            account_id: account.id.clone(),
+            resource: resource.name.clone(),
+            shape: resource.shape_fingerprint(),
+            now,
+        })
+        .await?;
+    let scan = match claim {
+        ScanClaim::Started(s) => s,
+        ScanClaim::Busy { holder } => return Err(PollError::Busy { holder }),
+    };
     if scan.reshaped {
         tracing::warn!(account = %account.id, resource = %resource.name,
             "the resource's records, id or ignore settings (or synthd's canonical form) changed, so stored \
@@ -229,27 +236,19 @@ pub async fn poll_resource(
         ..Default::default()
     };
     let mut first_invalid = None;
-    let mut seen = Seen::new();
-    let result = async {
-        let mut pager = Pager::new(&ctx.client, account, provider, resource, since);
-        while let Some(page) = pager.next_page().await? {
-            summary.pages = pager.pages_fetched();
-            let applied;
-            (applied, seen) = apply_page(ctx, config, resource, &scan, page, emit, seen).await?;
-            let (counts, invalid) = applied;
-            summary.records += counts.records;
-            summary.created += counts.created;
-            summary.updated += counts.updated;
-            summary.duplicates += counts.duplicates;
-            summary.collisions += counts.collisions;
-            summary.unhashable += counts.unhashable;
-            summary.invalid += invalid.len() as u64;
-            if first_invalid.is_none() {
-                first_invalid = invalid.into_iter().next();
-            }
-        }
-        Ok::<_, PollError>(())
-    }
+    // Room for every known id, so the set is allocated once.
+    let seen = SeenIds::with_capacity(scan.known_before as usize + 1024);
+    let (result, seen) = scan_pages(
+        ctx,
+        config,
+        (account, provider, resource),
+        &scan,
+        since,
+        emit,
+        seen,
+        &mut summary,
+        &mut first_invalid,
+    )
     .await;
     if summary.duplicates > 0 {
         tracing::warn!(account = %account.id, resource = %resource.name, duplicates = summary.duplicates,
@@ -274,7 +273,6 @@ pub async fn poll_resource(
     let finished = ctx.clock.now();
     match result {
         Ok(()) => {
-            let webhooks = config.clone();
             // A record seen twice means the listing moved under the pager
             // and another record may have been skipped: a scan like that
             // must not delete. A silent baseline still completes (its
@@ -283,10 +281,15 @@ pub async fn poll_resource(
             // the baseline's deletions are events, so it waits like any
             // other scan.
             let full = summary.full_scan && (summary.duplicates == 0 || !emit);
-            let end = ctx
-                .store
-                .blocking(move |s| s.finish_scan(&scan, full, emit, &webhooks.webhooks, finished))
-                .await??;
+            let missing = if full {
+                ctx.store.missing_ids(&scan, Arc::new(seen)).await?
+            } else {
+                drop(seen);
+                Vec::new()
+            };
+            let (rows, end) =
+                ingest::scan_end(&scan, missing, full, emit, &config.webhooks, finished);
+            ctx.store.finish_scan(&scan, rows).await?;
             summary.deleted = end.deleted;
             summary.held = end.held;
             if end.held > 0 {
@@ -296,65 +299,107 @@ pub async fn poll_resource(
             Ok(summary)
         }
         Err(e) => {
-            let message = e.to_string();
-            ctx.store
-                .blocking(move |s| s.fail_scan(&scan, &message, finished))
-                .await??;
+            ctx.store.fail_scan(&scan, &e.to_string(), finished).await?;
             Err(e)
         }
     }
 }
 
-/// Digests and commits one page on a blocking thread. Returns the counts,
-/// a description of each record without a usable id, and the scan's seen
-/// set (moved in and out so the blocking thread can use it).
-async fn apply_page(
+/// Fetches pages and applies them, on both cores: while one page is
+/// digested (on a blocking thread) and committed, the next is fetched and
+/// read. At most one page waits between the two, so memory stays bounded
+/// by about two pages.
+#[allow(clippy::too_many_arguments)]
+async fn scan_pages(
     ctx: &PollContext,
     config: &Arc<Config>,
-    resource: &Resource,
+    (account, provider, resource): (&Account, &Provider, &Resource),
     scan: &ScanStart,
-    page: Page,
+    since: Option<DateTime<Utc>>,
     emit: bool,
-    mut seen: Seen,
-) -> Result<((PageCounts, Vec<String>), Seen), PollError> {
-    let mut digester = Digester::new(resource.shape(), ctx.hasher.clone());
-    let scan = scan.clone();
-    let config = config.clone();
-    let now = ctx.clock.now();
-    let result = ctx
-        .store
-        .blocking(move |s| {
-            let mut digests: Vec<RecordDigest> = Vec::with_capacity(page.len());
-            let mut keep: Vec<String> = Vec::new();
-            let mut invalid = Vec::new();
-            let mut counts = PageCounts::default();
-            for (i, record) in page.records().enumerate() {
-                match digester.digest(record, i) {
-                    Ok(d) => match seen.see(&d.id, d.numeric) {
-                        Sighting::First => digests.push(d),
-                        Sighting::Duplicate => counts.duplicates += 1,
-                        Sighting::Collision => counts.collisions += 1,
-                    },
-                    Err(e) => match e.unhashable_id() {
-                        Some(id) => {
-                            counts.unhashable += 1;
-                            if let Sighting::First = seen.see(id, false) {
-                                keep.push(id.to_string());
-                            }
-                        }
-                        None => invalid.push(e.to_string()),
-                    },
-                }
+    seen: SeenIds,
+    summary: &mut PollSummary,
+    first_invalid: &mut Option<String>,
+) -> (Result<(), PollError>, SeenIds) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Page, u64)>(1);
+    let fetch = async {
+        let mut pager = Pager::new(&ctx.client, account, provider, resource, since);
+        while let Some(page) = pager.next_page().await? {
+            if tx.send((page, pager.pages_fetched())).await.is_err() {
+                break;
             }
-            drop(page);
-            let mut applied = s.apply_page(&scan, &digests, &keep, emit, &config.webhooks, now)?;
-            applied.duplicates += counts.duplicates;
-            applied.collisions += counts.collisions;
-            applied.unhashable += counts.unhashable;
-            Ok::<_, StoreError>(((applied, invalid), seen))
-        })
-        .await?;
-    Ok(result?)
+        }
+        drop(tx);
+        Ok::<_, PollError>(())
+    };
+    let apply = async {
+        let mut digester = Some(Digester::new(resource.shape(), ctx.hasher.clone()));
+        let mut seen = Some(seen);
+        let mut result = Ok(());
+        while let Some((page, pages)) = rx.recv().await {
+            summary.pages = pages;
+            let (mut d, mut s) = (
+                digester.take().expect("returned"),
+                seen.take().expect("returned"),
+            );
+            let joined = tokio::task::spawn_blocking(move || {
+                let out = digest_page(page, &mut d, &mut s);
+                (out, d, s)
+            })
+            .await;
+            let (out, d, s) = match joined {
+                Ok(v) => v,
+                Err(e) => {
+                    result = Err(PollError::Internal(crate::store::panic_text(e)));
+                    break;
+                }
+            };
+            (digester, seen) = (Some(d), Some(s));
+            summary.duplicates += out.duplicates;
+            summary.collisions += out.collisions;
+            summary.unhashable += out.unhashable;
+            summary.invalid += out.invalid.len() as u64;
+            if first_invalid.is_none() {
+                *first_invalid = out.invalid.into_iter().next();
+            }
+            if let Err(e) = apply_digests(ctx, config, scan, &out.digests, emit, summary).await {
+                result = Err(e);
+                break;
+            }
+        }
+        // Stop the fetcher if it is still going.
+        rx.close();
+        (result, seen.unwrap_or_else(|| SeenIds::with_capacity(0)))
+    };
+    let (fetched, (applied, seen)) = tokio::join!(fetch, apply);
+    (applied.and(fetched), seen)
+}
+
+/// Compares one page's digests with the stored hashes and commits the
+/// changes with their events.
+async fn apply_digests(
+    ctx: &PollContext,
+    config: &Arc<Config>,
+    scan: &ScanStart,
+    digests: &[RecordDigest],
+    emit: bool,
+    summary: &mut PollSummary,
+) -> Result<(), PollError> {
+    let ids: Vec<String> = digests.iter().map(|d| d.id.clone()).collect();
+    let stored = ctx.store.stored_hashes(scan, &ids).await?;
+    let (rows, changes) = ingest::page(
+        scan,
+        digests,
+        &stored,
+        emit,
+        &config.webhooks,
+        ctx.clock.now(),
+    );
+    ctx.store.commit_page(scan, rows).await?;
+    summary.records += changes.records;
+    summary.created += changes.created;
+    summary.updated += changes.updated;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -382,6 +427,8 @@ mod tests {
 
     fn scan(baseline_done: bool, held: bool) -> ScanStart {
         ScanStart {
+            stream: 1,
+            fence: 3,
             account_id: "a".into(),
             resource: "hris_employees".into(),
             scan: 3,

@@ -95,6 +95,28 @@ impl Schedule {
         }
     }
 
+    /// When a never-polled account is first due: within `window` (capped
+    /// at a tenth of its interval and at a minute) on a per-account phase,
+    /// so ten thousand new accounts do not all start in the same instant.
+    pub fn first_due(
+        &self,
+        account_id: &str,
+        now: DateTime<Utc>,
+        window: Duration,
+    ) -> DateTime<Utc> {
+        let window = window
+            .min(self.nominal_interval(now) / 10)
+            .min(STARTUP_WINDOW);
+        if window.is_zero() {
+            return now;
+        }
+        let offset = phase(account_id, window);
+        chrono::Duration::from_std(offset)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .unwrap_or(now)
+    }
+
     /// When `account_id` is next due, given when its last poll started.
     /// Never polled, or overdue: `now`. A last start in the future (stored
     /// by a clock that was wrong) counts as `now`, so a wrong clock never
@@ -116,6 +138,9 @@ impl Schedule {
         next.max(now)
     }
 }
+
+/// The longest a never-polled account waits for its first poll.
+const STARTUP_WINDOW: Duration = Duration::from_secs(60);
 
 /// A stable offset in `[0, interval)` derived from the account id.
 fn phase(account_id: &str, interval: Duration) -> Duration {
@@ -151,6 +176,33 @@ mod tests {
     fn never_polled_is_due_now() {
         let now = t("2026-11-23T10:17:00Z");
         assert_eq!(Schedule::Every(HOUR).next_due("a", None, now), now);
+    }
+
+    #[test]
+    fn never_polled_accounts_start_within_a_short_spread_window() {
+        let now = t("2026-11-23T10:17:00Z");
+        let s = Schedule::Every(HOUR);
+        let mut seconds = std::collections::BTreeSet::new();
+        for i in 0..1000 {
+            let due = s.first_due(&format!("acct-{i}"), now, Duration::from_secs(600));
+            assert!(
+                due >= now && due < now + chrono::Duration::seconds(60),
+                "{due}"
+            );
+            seconds.insert(due.timestamp());
+        }
+        assert!(
+            seconds.len() > 50,
+            "only {} distinct seconds",
+            seconds.len()
+        );
+        // A short interval (the demo's) keeps the wait short too.
+        let quick = Schedule::Every(Duration::from_secs(3));
+        assert!(
+            quick.first_due("a", now, Duration::from_secs(60))
+                < now + chrono::Duration::milliseconds(300)
+        );
+        assert_eq!(s.first_due("a", now, Duration::ZERO), now);
     }
 
     #[test]

@@ -47,7 +47,7 @@ fn harness(toml: &str) -> Harness {
     let config = config::from_toml_str(toml, dir.path()).unwrap_or_else(|e| panic!("{e}"));
     let clock = ManualClock::new(at("2026-11-23T10:00:00Z"));
     let ctx = PollContext {
-        store: Store::open(dir.path()).unwrap(),
+        store: Store::open_sqlite(dir.path()).unwrap(),
         client: ProviderClient::new(),
         hasher: Hasher::new(None),
         clock: Arc::new(clock.clone()),
@@ -90,8 +90,8 @@ impl Harness {
     }
 
     /// Records tracked and the last error of the account's poll state.
-    fn state(&self, account: &str) -> (u64, Option<String>) {
-        let s = self.ctx.store.poll_status().unwrap();
+    async fn state(&self, account: &str) -> (u64, Option<String>) {
+        let s = self.ctx.store.poll_status().await.unwrap();
         let s = s.iter().find(|s| s.account_id == account).unwrap();
         (s.records, s.last_error.clone())
     }
@@ -409,7 +409,7 @@ async fn oauth2_token_endpoint_refusal_is_a_clear_error_without_the_secret() {
     );
     assert!(!err.contains("s3cret"), "{err}");
     assert_eq!(token_requests(&server).await, 1, "a refusal is not retried");
-    assert_eq!(h.state("acme").1.as_deref(), Some(err.as_str()));
+    assert_eq!(h.state("acme").await.1.as_deref(), Some(err.as_str()));
 }
 
 // ---------------------------------------------------------------------------
@@ -626,7 +626,7 @@ async fn baseline(server: &MockServer, provider: &str, resource: &str) -> Harnes
         .mount(server)
         .await;
     h.poll("acme").await.unwrap();
-    assert_eq!(h.state("acme").0, 2);
+    assert_eq!(h.state("acme").await.0, 2);
     server.reset().await;
     h
 }
@@ -651,7 +651,7 @@ pagination = { type = "cursor", next = "/next" }"#,
         "{err}"
     );
     assert_eq!(requests(&server).await.len(), 2);
-    assert_eq!(h.state("acme"), (2, Some(err)));
+    assert_eq!(h.state("acme").await, (2, Some(err)));
     assert_eq!(h.deleted_events(), 0);
 }
 
@@ -809,7 +809,7 @@ async fn flapping_500s_that_recover_within_the_retry_budget_succeed() {
     let s = h.poll("acme").await.unwrap();
     assert_eq!(s.records, 2);
     assert_eq!(requests(&server).await.len(), 4);
-    assert_eq!(h.state("acme"), (2, None));
+    assert_eq!(h.state("acme").await, (2, None));
 }
 
 #[tokio::test]
@@ -835,7 +835,7 @@ retries = 2"#,
     );
     assert!(!err.contains("stack trace"), "{err}");
     assert_eq!(requests(&server).await.len(), 3);
-    assert_eq!(h.state("acme"), (2, Some(err)));
+    assert_eq!(h.state("acme").await, (2, Some(err)));
     assert_eq!(h.deleted_events(), 0);
 
     // A client error is not retried.
@@ -858,7 +858,7 @@ retries = 2"#,
         .mount(&server)
         .await;
     h.poll("acme").await.unwrap();
-    assert_eq!(h.state("acme"), (2, None));
+    assert_eq!(h.state("acme").await, (2, None));
 }
 
 /// One answer of a [`scripted`] provider.
@@ -1094,7 +1094,7 @@ async fn hostile_bodies_fail_the_poll_with_a_specific_error_and_delete_nothing()
         );
         assert_eq!(requests(&server).await.len(), 1, "case {i}: not retried");
     }
-    assert_eq!(h.state("acme").0, 2);
+    assert_eq!(h.state("acme").await.0, 2);
     assert_eq!(h.deleted_events(), 0);
 }
 
@@ -1126,7 +1126,7 @@ async fn records_without_an_id_are_counted_and_the_poll_fails_without_deletions(
         ],
         "changes to records with ids are applied; record 2 is not deleted"
     );
-    assert_eq!(h.state("acme"), (3, Some(err)));
+    assert_eq!(h.state("acme").await, (3, Some(err)));
 }
 
 /// Serves `pages` (two records a page) at `?page=1…`, then an empty page.
@@ -1157,7 +1157,7 @@ async fn duplicate_ids_across_pages_are_counted_and_that_scan_deletes_nothing() 
     mount_pages(&server, &[&[1, 2], &[2, 3], &[4, 5]]).await;
     let s = h.poll("acme").await.unwrap();
     assert_eq!((s.records, s.duplicates, s.pages), (5, 1, 4));
-    assert_eq!(h.state("acme"), (5, None));
+    assert_eq!(h.state("acme").await, (5, None));
 
     // Record 1 is deleted mid-scan, so the listing shifts: 3 is listed twice
     // and 4 is never seen although it still exists. No deletion this scan.
@@ -1224,7 +1224,7 @@ async fn incremental_polls_fetch_only_changes_and_the_full_scan_finds_deletions(
             .unwrap()
             .contains("updated_after=2026-11-23T09%3A55%3A00Z")
     );
-    assert_eq!(h.state("acme").0, 3);
+    assert_eq!(h.state("acme").await.0, 3);
 
     // 10:20: the next incremental poll starts from the 10:10 poll.
     h.clock.advance(Duration::from_secs(600));

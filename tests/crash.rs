@@ -428,7 +428,10 @@ impl Checker {
         }
 
         let mut st = conn
-            .prepare("SELECT record_id, hash FROM records WHERE account_id = 'acme'")
+            .prepare(
+                "SELECT r.record_id, r.hash FROM records r JOIN streams s ON s.id = r.stream
+                 WHERE s.account_id = 'acme'",
+            )
             .unwrap();
         let now: BTreeMap<String, u64> = st
             .query_map([], |r| {

@@ -15,8 +15,8 @@ use common::{Receiver, Reply};
 use synthd::clock::{Clock, ManualClock};
 use synthd::config::{self, Config};
 use synthd::deliver::{self, Deliverer, Sender, TestSendError};
-use synthd::detect::RecordDigest;
-use synthd::store::{AccountFingerprint, DeliveryFilter, ReplaySelection, Store};
+use synthd::ingest::AccountFingerprint;
+use synthd::store::{DeliveryFilter, DeliveryStatus, DeliveryView, ReplaySelection, Store};
 
 const SECRET_NEW: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const SECRET_OLD: &str = "whsec_dGhpcyBpcyB0aGUgb2xkIHNlY3JldCBrZXkgISE=";
@@ -161,7 +161,7 @@ async fn rig() -> Rig {
     let (receiver, url) = start_receiver(&[SECRET_NEW], Some(&clock)).await;
     let secrets = format!("secret = \"{SECRET_NEW}\"");
     let config = Arc::new(make_config(dir.path(), &url, &secrets, ""));
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open_sqlite(dir.path()).unwrap();
     let deliverer = Deliverer::new(store.clone(), Arc::new(clock.clone()));
     Rig {
         _dir: dir,
@@ -176,41 +176,35 @@ async fn rig() -> Rig {
 
 impl Rig {
     /// Queues an `account.created` event for a new account id.
-    fn account_event(&self, id: &str) {
-        let mut known = self.accounts.lock().unwrap();
-        known.push(AccountFingerprint {
-            id: id.into(),
-            provider: "p".into(),
-            fingerprint: "x".into(),
-        });
-        self.store
-            .reconcile_accounts(&known, &self.config.webhooks, self.clock.now())
-            .unwrap();
+    async fn account_event(&self, id: &str) {
+        let known = {
+            let mut known = self.accounts.lock().unwrap();
+            known.push(AccountFingerprint {
+                id: id.into(),
+                provider: "p".into(),
+                fingerprint: "x".into(),
+            });
+            known.clone()
+        };
+        common::record_accounts(&self.store, &known, &self.config.webhooks, self.clock.now()).await;
     }
 
-    /// Commits one scan of `records` (id, hash byte) for acme/hris_employees.
-    fn scan(&self, records: &[(&str, u8)]) {
-        let now = self.clock.now();
-        let scan = self
-            .store
-            .begin_scan("acme", "hris_employees", "shape", now)
-            .unwrap();
-        let digests: Vec<RecordDigest> = records
+    /// Commits one scan of `records` (id, hash byte) for acme/hris_employees;
+    /// the first is the silent baseline, as in a real poll.
+    async fn scan(&self, records: &[(&str, u8)]) {
+        let records: Vec<(String, [u8; 32])> = records
             .iter()
-            .map(|(id, h)| RecordDigest {
-                id: id.to_string(),
-                numeric: false,
-                hash: [*h; 32],
-            })
+            .map(|(id, h)| (id.to_string(), [*h; 32]))
             .collect();
-        // The first complete scan is the silent baseline, as in a real poll.
-        let emit = scan.baseline_done;
-        self.store
-            .apply_page(&scan, &digests, &[], emit, &self.config.webhooks, now)
-            .unwrap();
-        self.store
-            .finish_scan(&scan, true, emit, &self.config.webhooks, now)
-            .unwrap();
+        common::commit_scan(
+            &self.store,
+            "acme",
+            "hris_employees",
+            &records,
+            &self.config.webhooks,
+            self.clock.now(),
+        )
+        .await;
     }
 
     /// The rig's config with `daemon` lines and `extra` tables added.
@@ -232,14 +226,44 @@ impl Rig {
         )
     }
 
+    /// The rig's database file.
+    fn db(&self) -> std::path::PathBuf {
+        self._dir.path().join("synthd.db")
+    }
+
+    /// How long the rig's config keeps finished deliveries.
+    fn retention(&self) -> synthd::store::RetentionPolicy {
+        let r = self.config.daemon.retention;
+        synthd::store::RetentionPolicy {
+            delivered: r.delivered,
+            failed: r.failed,
+        }
+    }
+
+    /// How many deliveries are in `status`.
+    async fn count(&self, status: &str) -> usize {
+        self.deliveries(status).await.len()
+    }
+
+    /// The ids of the enabled webhooks (what a replay may queue for).
+    fn enabled(&self) -> Vec<String> {
+        self.config
+            .webhooks
+            .iter()
+            .filter(|w| w.enabled)
+            .map(|w| w.id.clone())
+            .collect()
+    }
+
     /// Deliveries in `status`, newest first.
-    fn deliveries(&self, status: &str) -> Vec<synthd::store::DeliveryRow> {
+    async fn deliveries(&self, status: &str) -> Vec<DeliveryView> {
         self.store
             .list_deliveries(&DeliveryFilter {
-                status: Some(status.into()),
+                status: Some(DeliveryStatus::parse(status).expect("a delivery state")),
                 limit: 1000,
                 ..Default::default()
             })
+            .await
             .unwrap()
     }
 
@@ -267,6 +291,7 @@ impl Rig {
         for _ in 0..20 {
             let Some(next) = self
                 .deliveries("pending")
+                .await
                 .iter()
                 .filter_map(|d| d.next_attempt_at)
                 .min()
@@ -279,13 +304,14 @@ impl Rig {
         panic!("deliveries still pending after 20 passes");
     }
 
-    fn only_delivery(&self) -> synthd::store::DeliveryRow {
+    async fn only_delivery(&self) -> DeliveryView {
         let rows = self
             .store
             .list_deliveries(&DeliveryFilter {
                 limit: 10,
                 ..Default::default()
             })
+            .await
             .unwrap();
         assert_eq!(rows.len(), 1, "{rows:?}");
         rows.into_iter().next().unwrap()
@@ -300,16 +326,16 @@ const README_RETRY_DELAYS: [u64; 7] = [5, 300, 1800, 7200, 18000, 36000, 36000];
 async fn failing_receiver_walks_the_whole_retry_schedule_then_fails() {
     let r = rig().await;
     r.receiver.set(Mode::Status(500));
-    r.account_event("acme");
+    r.account_event("acme").await;
     let mut attempt_times = vec![];
     for n in 1..=8u32 {
         let pass = r.deliverer.deliver_pass(&r.config).await.unwrap();
         assert_eq!(pass.attempted, 1, "attempt {n}");
         attempt_times.push(r.clock.now());
-        let d = r.only_delivery();
+        let d = r.only_delivery().await;
         assert_eq!(d.attempts, n);
         if n < 8 {
-            assert_eq!(d.status, "pending");
+            assert_eq!(d.status, DeliveryStatus::Pending);
             let next = d.next_attempt_at.expect("retry scheduled");
             let gap_ms = (next - r.clock.now()).num_milliseconds();
             let want_ms = README_RETRY_DELAYS[n as usize - 1] as i64 * 1000;
@@ -325,7 +351,7 @@ async fn failing_receiver_walks_the_whole_retry_schedule_then_fails() {
             );
             r.clock.set(next);
         } else {
-            assert_eq!(d.status, "failed");
+            assert_eq!(d.status, DeliveryStatus::Failed);
             assert_eq!(d.next_attempt_at, None);
         }
     }
@@ -341,7 +367,12 @@ async fn failing_receiver_walks_the_whole_retry_schedule_then_fails() {
     let sigs: std::collections::BTreeSet<String> =
         reqs.iter().map(|q| q.header("webhook-signature")).collect();
     assert_eq!(sigs.len(), 8);
-    let (_, _, attempts) = r.store.delivery(&r.only_delivery().id).unwrap().unwrap();
+    let (_, _, attempts) = r
+        .store
+        .delivery(&r.only_delivery().await.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(attempts.len(), 8);
     assert!(attempts.iter().all(|a| a.status_code == Some(500)));
     assert_eq!(attempts[0].response_body.as_deref(), Some("nope"));
@@ -351,15 +382,15 @@ async fn failing_receiver_walks_the_whole_retry_schedule_then_fails() {
 async fn longer_retry_after_is_honoured_and_shorter_is_not() {
     let r = rig().await;
     r.receiver.set(Mode::RetryAfter(429, 120));
-    r.account_event("acme");
+    r.account_event("acme").await;
     r.deliverer.deliver_pass(&r.config).await.unwrap();
-    let next = r.only_delivery().next_attempt_at.unwrap();
+    let next = r.only_delivery().await.next_attempt_at.unwrap();
     assert_eq!((next - r.clock.now()).num_seconds(), 120);
 
     r.receiver.set(Mode::RetryAfter(503, 1));
     r.clock.set(next);
     r.deliverer.deliver_pass(&r.config).await.unwrap();
-    let d = r.only_delivery();
+    let d = r.only_delivery().await;
     let gap = (d.next_attempt_at.unwrap() - r.clock.now()).num_seconds();
     assert!(
         (270..=330).contains(&gap),
@@ -370,11 +401,11 @@ async fn longer_retry_after_is_honoured_and_shorter_is_not() {
 #[tokio::test]
 async fn a_records_events_arrive_in_order_and_do_not_block_other_records() {
     let r = rig().await;
-    r.scan(&[("1", 1), ("2", 2)]); // baseline is done by the first complete scan
+    r.scan(&[("1", 1), ("2", 2)]).await; // baseline is done by the first complete scan
     r.receiver.fail_record(Some("7"));
-    r.scan(&[("1", 1), ("2", 2), ("7", 7)]); // 7 created
-    r.scan(&[("1", 1), ("2", 2), ("7", 8), ("8", 8)]); // 7 updated, 8 created
-    r.scan(&[("1", 1), ("2", 2), ("8", 8)]); // 7 deleted
+    r.scan(&[("1", 1), ("2", 2), ("7", 7)]).await; // 7 created
+    r.scan(&[("1", 1), ("2", 2), ("7", 8), ("8", 8)]).await; // 7 updated, 8 created
+    r.scan(&[("1", 1), ("2", 2), ("8", 8)]).await; // 7 deleted
     // Only the first event of record 7 may be tried; record 8 goes through.
     r.deliverer.deliver_pass(&r.config).await.unwrap();
     let seen: Vec<(String, String)> = r
@@ -423,27 +454,27 @@ async fn a_records_events_arrive_in_order_and_do_not_block_other_records() {
 async fn five_days_of_failures_pause_the_webhook_until_resumed() {
     let r = rig().await;
     r.receiver.set(Mode::Status(503));
-    r.account_event("a1");
+    r.account_event("a1").await;
     r.deliverer.deliver_pass(&r.config).await.unwrap();
-    assert!(r.store.paused_webhooks().unwrap().is_empty());
+    assert!(r.store.paused_webhooks().await.unwrap().is_empty());
 
     // Four days later, still failing: not yet paused.
     r.clock.advance(Duration::from_secs(4 * 86400));
-    r.account_event("a2");
+    r.account_event("a2").await;
     r.deliverer.deliver_pass(&r.config).await.unwrap();
-    assert!(r.store.paused_webhooks().unwrap().is_empty());
+    assert!(r.store.paused_webhooks().await.unwrap().is_empty());
 
     // Past five days of nothing but failures: paused.
     r.clock.advance(Duration::from_secs(86400 + 60));
-    r.account_event("a3");
+    r.account_event("a3").await;
     r.deliverer.deliver_pass(&r.config).await.unwrap();
-    let paused = r.store.paused_webhooks().unwrap();
+    let paused = r.store.paused_webhooks().await.unwrap();
     assert_eq!(paused.len(), 1);
     assert_eq!(paused[0].0, "hr");
 
     // While paused, new events are kept pending and nothing is sent.
     let before = r.receiver.requests().len();
-    r.account_event("a4");
+    r.account_event("a4").await;
     r.clock.advance(Duration::from_secs(86400));
     assert_eq!(
         r.deliverer.deliver_pass(&r.config).await.unwrap().attempted,
@@ -453,19 +484,20 @@ async fn five_days_of_failures_pause_the_webhook_until_resumed() {
     let pending = r
         .store
         .list_deliveries(&DeliveryFilter {
-            status: Some("pending".into()),
+            status: Some(DeliveryStatus::Pending),
             limit: 100,
             ..Default::default()
         })
+        .await
         .unwrap();
     assert_eq!(pending.len(), 4, "no delivery dropped while paused");
 
     // Resumed: everything queued goes out.
     r.receiver.set(Mode::Ok);
-    assert!(r.store.resume_webhook("hr").unwrap());
+    assert!(r.store.resume_webhook("hr").await.unwrap());
     let pass = r.deliverer.deliver_pass(&r.config).await.unwrap();
     assert_eq!(pass.delivered, 4);
-    assert!(r.store.paused_webhooks().unwrap().is_empty());
+    assert!(r.store.paused_webhooks().await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -473,17 +505,18 @@ async fn a_config_change_resumes_a_paused_webhook() {
     let r = rig().await;
     r.receiver.set(Mode::Status(500));
     let fp = |c: &Config| vec![(c.webhooks[0].id.clone(), c.webhooks[0].fingerprint())];
-    r.store.reconcile_webhooks(&fp(&r.config)).unwrap();
-    r.account_event("a1");
+    r.store.reconcile_webhooks(&fp(&r.config)).await.unwrap();
+    r.account_event("a1").await;
     r.deliverer.deliver_pass(&r.config).await.unwrap();
     r.clock.advance(Duration::from_secs(5 * 86400 + 1));
-    r.account_event("a2");
+    r.account_event("a2").await;
     r.deliverer.deliver_pass(&r.config).await.unwrap();
-    assert_eq!(r.store.paused_webhooks().unwrap().len(), 1);
+    assert_eq!(r.store.paused_webhooks().await.unwrap().len(), 1);
     // Same config again: stays paused.
     assert!(
         r.store
             .reconcile_webhooks(&fp(&r.config))
+            .await
             .unwrap()
             .is_empty()
     );
@@ -498,21 +531,22 @@ async fn a_config_change_resumes_a_paused_webhook() {
     assert_eq!(
         r.store
             .reconcile_webhooks(&[(changed.id.clone(), changed.fingerprint())])
+            .await
             .unwrap(),
         vec!["hr".to_string()]
     );
-    assert!(r.store.paused_webhooks().unwrap().is_empty());
+    assert!(r.store.paused_webhooks().await.unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn replay_requeues_the_same_event_id() {
     let r = rig().await;
-    r.account_event("acme");
+    r.account_event("acme").await;
     assert_eq!(
         r.deliverer.deliver_pass(&r.config).await.unwrap().delivered,
         1
     );
-    let event_id = r.only_delivery().event_id;
+    let event_id = r.only_delivery().await.event_id;
     let done = r
         .store
         .replay(
@@ -520,9 +554,10 @@ async fn replay_requeues_the_same_event_id() {
                 event_id: Some(event_id.clone()),
                 ..Default::default()
             },
-            &r.config.webhooks,
+            &r.enabled(),
             r.clock.now(),
         )
+        .await
         .unwrap();
     assert_eq!((done.queued, done.skipped), (1, 0));
     assert_eq!(
@@ -543,9 +578,10 @@ async fn replay_requeues_the_same_event_id() {
                 event_id: Some("evt_nope".into()),
                 ..Default::default()
             },
-            &r.config.webhooks,
+            &r.enabled(),
             r.clock.now(),
         )
+        .await
         .unwrap();
     assert_eq!((done.queued, done.skipped), (0, 0));
 }
@@ -559,12 +595,12 @@ async fn replay_selects_by_time_window_webhook_and_status() {
     r.config = r.config_with("", &r.audit_webhook());
     let hour = chrono::Duration::hours(1);
     r.clock.set(t0() - hour);
-    r.scan(&[("base", 0)]); // the silent baseline
+    r.scan(&[("base", 0)]).await; // the silent baseline
     let mut records = vec![("base", 0u8)];
     for (i, id) in ["a", "b", "c", "d"].into_iter().enumerate() {
         r.clock.set(t0() + hour * i as i32);
         records.push((id, i as u8 + 1));
-        r.scan(&records);
+        r.scan(&records).await;
     }
     r.receiver.script(|q| {
         (q.path() == "/audit" && q.json()["data"]["record_id"] == "c")
@@ -573,8 +609,8 @@ async fn replay_selects_by_time_window_webhook_and_status() {
     r.deliverer.deliver_pass(&r.config).await.unwrap();
     r.retry_until_settled().await;
     r.receiver.unscript();
-    assert_eq!(r.deliveries("delivered").len(), 7);
-    let failed = r.deliveries("failed");
+    assert_eq!(r.deliveries("delivered").await.len(), 7);
+    let failed = r.deliveries("failed").await;
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].webhook_id, "audit");
 
@@ -635,7 +671,7 @@ async fn replay_selects_by_time_window_webhook_and_status() {
             "failed only",
             ReplaySelection {
                 since: at(-5, 0),
-                status: Some("failed".into()),
+                status: Some(DeliveryStatus::Failed),
                 ..Default::default()
             },
             only(&["c"], "/audit"),
@@ -644,7 +680,7 @@ async fn replay_selects_by_time_window_webhook_and_status() {
             "failed only, on a webhook that has none",
             ReplaySelection {
                 since: at(-5, 0),
-                status: Some("failed".into()),
+                status: Some(DeliveryStatus::Failed),
                 webhook: Some("hr".into()),
                 ..Default::default()
             },
@@ -662,7 +698,8 @@ async fn replay_selects_by_time_window_webhook_and_status() {
     for (what, sel, want) in cases {
         let done = r
             .store
-            .replay(&sel, &r.config.webhooks, r.clock.now())
+            .replay(&sel, &r.enabled(), r.clock.now())
+            .await
             .unwrap();
         assert_eq!(
             (done.queued, done.skipped),
@@ -723,7 +760,7 @@ async fn test_sends_are_rate_limited_per_webhook() {
     assert_eq!(paths, ["/hook", "/audit", "/hook", "/audit"]);
     assert!(reqs.iter().all(|q| q.json()["type"] == "webhook.test"));
     // Logged like any delivery.
-    let logged = r.deliveries("delivered");
+    let logged = r.deliveries("delivered").await;
     assert_eq!(logged.len(), 4);
     assert!(logged.iter().all(|d| d.event_type == "webhook.test"));
     assert_eq!(logged.iter().filter(|d| d.webhook_id == "audit").count(), 2);
@@ -740,20 +777,20 @@ async fn during_rotation_both_secrets_verify_with_standardwebhooks() {
         &format!("secrets = [\"{SECRET_NEW}\", \"{SECRET_OLD}\"]"),
         "",
     ));
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open_sqlite(dir.path()).unwrap();
     // Real clock: standardwebhooks checks the timestamp against now.
     let deliverer = Deliverer::new(store.clone(), Arc::new(synthd::clock::SystemClock));
-    store
-        .reconcile_accounts(
-            &[AccountFingerprint {
-                id: "acme".into(),
-                provider: "p".into(),
-                fingerprint: "x".into(),
-            }],
-            &config.webhooks,
-            Utc::now(),
-        )
-        .unwrap();
+    common::record_accounts(
+        &store,
+        &[AccountFingerprint {
+            id: "acme".into(),
+            provider: "p".into(),
+            fingerprint: "x".into(),
+        }],
+        &config.webhooks,
+        Utc::now(),
+    )
+    .await;
     assert_eq!(deliverer.deliver_pass(&config).await.unwrap().delivered, 1);
     let q = &receiver.requests()[0];
     let mut headers = http::HeaderMap::new();
@@ -778,54 +815,58 @@ async fn during_rotation_both_secrets_verify_with_standardwebhooks() {
 #[tokio::test]
 async fn retention_prunes_old_deliveries_and_attempts_only() {
     let r = rig().await;
-    r.account_event("delivered-old");
+    r.account_event("delivered-old").await;
     r.deliverer.deliver_pass(&r.config).await.unwrap();
     r.clock.advance(Duration::from_secs(2 * 86400));
-    r.account_event("delivered-recent");
+    r.account_event("delivered-recent").await;
     r.deliverer.deliver_pass(&r.config).await.unwrap();
     r.receiver.set(Mode::Status(410));
     // A failed delivery (8 attempts) finishing at about the same time.
-    r.account_event("failed");
+    r.account_event("failed").await;
     for _ in 0..8 {
         r.deliverer.deliver_pass(&r.config).await.unwrap();
         r.clock.advance(Duration::from_secs(11 * 3600));
     }
-    let count = |status: &str| {
-        r.store
-            .list_deliveries(&DeliveryFilter {
-                status: Some(status.into()),
-                limit: 100,
-                ..Default::default()
-            })
-            .unwrap()
-            .len()
-    };
-    assert_eq!((count("delivered"), count("failed")), (2, 1));
+    assert_eq!(
+        (r.count("delivered").await, r.count("failed").await),
+        (2, 1)
+    );
     // 7.5 days after the first delivery: only the oldest delivered one goes.
     r.clock.set(t0() + chrono::Duration::hours(7 * 24 + 12));
-    let retention = r.config.daemon.retention;
+    let retention = r.retention();
     let mut total = 0;
     loop {
-        let p = r.store.prune_batch(retention, r.clock.now(), 1).unwrap();
+        let p = r
+            .store
+            .prune_batch(retention, r.clock.now(), 1)
+            .await
+            .unwrap();
         if p.deliveries == 0 && p.events == 0 {
             break;
         }
         total += p.deliveries;
     }
     assert_eq!(total, 1);
-    assert_eq!((count("delivered"), count("failed")), (1, 1));
+    assert_eq!(
+        (r.count("delivered").await, r.count("failed").await),
+        (1, 1)
+    );
     // 40 days on, the failed one (30 d retention) goes too, with its attempts.
     r.clock.set(t0() + chrono::Duration::days(40));
     while r
         .store
         .prune_batch(retention, r.clock.now(), 500)
+        .await
         .unwrap()
         .deliveries
         > 0
     {}
-    assert_eq!((count("delivered"), count("failed")), (0, 0));
-    assert_eq!(common::stored_attempts(r.store.path()), 0);
-    assert!(common::stored_event_ids(r.store.path()).is_empty());
+    assert_eq!(
+        (r.count("delivered").await, r.count("failed").await),
+        (0, 0)
+    );
+    assert_eq!(common::stored_attempts(&r.db()), 0);
+    assert!(common::stored_event_ids(&r.db()).is_empty());
 }
 
 /// Event ids of the retention scenario's three records.
@@ -844,9 +885,9 @@ struct Kept {
 async fn retention_scenario(r: &mut Rig) -> Kept {
     r.config = r.config_with("retention = { delivered = \"1h\", failed = \"30d\" }", "");
     r.clock.set(t0() - chrono::Duration::hours(1));
-    r.scan(&[("base", 0)]);
+    r.scan(&[("base", 0)]).await;
     r.clock.set(t0());
-    r.scan(&[("base", 0), ("done", 1), ("gone", 2)]);
+    r.scan(&[("base", 0), ("done", 1), ("gone", 2)]).await;
     r.receiver.script(|q| {
         let record = q.json()["data"]["record_id"].clone();
         (record == "gone" || record == "late").then(|| Reply::status(500).body("not now"))
@@ -855,31 +896,33 @@ async fn retention_scenario(r: &mut Rig) -> Kept {
     r.retry_until_settled().await;
     let late_at = t0() + chrono::Duration::hours(30);
     r.clock.set(late_at);
-    r.scan(&[("base", 0), ("done", 1), ("gone", 2), ("late", 3)]);
+    r.scan(&[("base", 0), ("done", 1), ("gone", 2), ("late", 3)])
+        .await;
     r.deliverer.deliver_pass(&r.config).await.unwrap();
     for _ in 0..3 {
-        let next = r.deliveries("pending")[0].next_attempt_at.unwrap();
+        let next = r.deliveries("pending").await[0].next_attempt_at.unwrap();
         r.clock.set(next);
         r.deliverer.deliver_pass(&r.config).await.unwrap();
     }
     r.clock.set(late_at + chrono::Duration::hours(2));
 
-    let event_of = |status: &str| {
-        let rows = r.deliveries(status);
+    let mut events = Vec::new();
+    for status in ["delivered", "failed", "pending"] {
+        let rows = r.deliveries(status).await;
         assert_eq!(rows.len(), 1, "{status}: {rows:?}");
         let row = &rows[0];
         if status == "pending" {
             assert_eq!(row.attempts, 4);
             assert!(row.next_attempt_at.unwrap() > r.clock.now());
         }
-        row.event_id.clone()
-    };
+        events.push(row.event_id.clone());
+    }
     let kept = Kept {
-        done: event_of("delivered"),
-        gone: event_of("failed"),
-        late: event_of("pending"),
+        done: events[0].clone(),
+        gone: events[1].clone(),
+        late: events[2].clone(),
     };
-    let stored = common::stored_event_ids(r.store.path());
+    let stored = common::stored_event_ids(&r.db());
     assert!(stored.contains(&kept.done) && stored.contains(&kept.gone));
     kept
 }
@@ -888,14 +931,18 @@ async fn retention_scenario(r: &mut Rig) -> Kept {
 /// gone; `gone` is still replayable and `late` still goes out when due, both
 /// with their event ids.
 async fn assert_pruned_as_it_should(r: &Rig, kept: &Kept) {
-    let listed = |status: &str| -> Vec<String> {
+    async fn listed(r: &Rig, status: &str) -> Vec<String> {
         r.deliveries(status)
+            .await
             .into_iter()
             .map(|d| d.event_id)
             .collect()
-    };
-    assert!(!listed("delivered").contains(&kept.done), "done kept");
-    let stored = common::stored_event_ids(r.store.path());
+    }
+    assert!(
+        !listed(r, "delivered").await.contains(&kept.done),
+        "done kept"
+    );
+    let stored = common::stored_event_ids(&r.db());
     assert!(!stored.contains(&kept.done), "the event of done kept");
     assert!(
         stored.contains(&kept.gone),
@@ -905,8 +952,8 @@ async fn assert_pruned_as_it_should(r: &Rig, kept: &Kept) {
         stored.contains(&kept.late),
         "the event of a pending delivery pruned"
     );
-    assert_eq!(listed("failed"), vec![kept.gone.clone()]);
-    assert_eq!(listed("pending"), vec![kept.late.clone()]);
+    assert_eq!(listed(r, "failed").await, vec![kept.gone.clone()]);
+    assert_eq!(listed(r, "pending").await, vec![kept.late.clone()]);
 
     r.receiver.unscript();
     let from = r.receiver.count();
@@ -917,14 +964,15 @@ async fn assert_pruned_as_it_should(r: &Rig, kept: &Kept) {
                 event_id: Some(kept.gone.clone()),
                 ..Default::default()
             },
-            &r.config.webhooks,
+            &r.enabled(),
             r.clock.now(),
         )
+        .await
         .unwrap()
         .queued;
     assert_eq!(queued, 1, "the failed delivery can no longer be replayed");
     r.deliverer.deliver_pass(&r.config).await.unwrap();
-    let next = r.deliveries("pending")[0].next_attempt_at.unwrap();
+    let next = r.deliveries("pending").await[0].next_attempt_at.unwrap();
     r.clock.set(next);
     r.deliverer.deliver_pass(&r.config).await.unwrap();
     let sent: Vec<(String, u16)> = r.receiver.requests()[from..]
@@ -946,7 +994,8 @@ async fn retention_keeps_the_events_of_failed_and_pending_deliveries() {
     loop {
         let p = r
             .store
-            .prune_batch(r.config.daemon.retention, r.clock.now(), 1)
+            .prune_batch(r.retention(), r.clock.now(), 1)
+            .await
             .unwrap();
         if p == synthd::store::Pruned::default() {
             break;
@@ -978,11 +1027,12 @@ async fn the_daemons_retention_loop_prunes_on_the_injected_clock() {
             let _ = stopped.await;
         },
     ));
-    common::wait_until(
+    common::wait_until_async(
         "the retention loop to prune the delivered delivery",
         Duration::from_secs(10),
-        || {
+        || async {
             !r.deliveries("delivered")
+                .await
                 .iter()
                 .any(|d| d.event_id == kept.done)
         },
@@ -997,15 +1047,15 @@ async fn the_daemons_retention_loop_prunes_on_the_injected_clock() {
 async fn a_hung_receiver_times_out_and_a_redirect_is_a_failure_not_followed() {
     let r = rig().await;
     r.receiver.set(Mode::Hang);
-    r.account_event("acme");
+    r.account_event("acme").await;
     let started = std::time::Instant::now();
     r.deliverer.deliver_pass(&r.config).await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "timeout = 1s must cut the attempt"
     );
-    let d = r.only_delivery();
-    let (_, _, attempts) = r.store.delivery(&d.id).unwrap().unwrap();
+    let d = r.only_delivery().await;
+    let (_, _, attempts) = r.store.delivery(&d.id).await.unwrap().unwrap();
     assert_eq!(attempts[0].error_kind.as_deref(), Some("timeout"));
     assert!(
         !attempts[0]
@@ -1014,15 +1064,15 @@ async fn a_hung_receiver_times_out_and_a_redirect_is_a_failure_not_followed() {
             .unwrap_or("")
             .contains("tok-value-31337")
     );
-    assert_eq!(d.status, "pending");
+    assert_eq!(d.status, DeliveryStatus::Pending);
 
     r.receiver.set(Mode::Redirect);
     r.clock.advance(Duration::from_secs(60));
     r.deliverer.deliver_pass(&r.config).await.unwrap();
-    let (row, _, attempts) = r.store.delivery(&d.id).unwrap().unwrap();
+    let (row, _, attempts) = r.store.delivery(&d.id).await.unwrap().unwrap();
     assert_eq!(attempts[1].status_code, Some(301));
     assert_eq!(attempts[1].error_kind.as_deref(), Some("redirect"));
-    assert_eq!(row.status, "pending");
+    assert_eq!(row.status, DeliveryStatus::Pending);
     let followed = r
         .receiver
         .all_requests()
@@ -1049,7 +1099,7 @@ async fn a_dead_webhooks_backlog_never_holds_up_a_healthy_one() {
         &format!("secret = \"{SECRET_NEW}\""),
         &extra,
     ));
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open_sqlite(dir.path()).unwrap();
     let deliverer = Deliverer::new(store.clone(), Arc::new(clock.clone()));
     // 600 events only the dead webhook wants, queued before the healthy one's.
     let mut accounts: Vec<AccountFingerprint> = (0..600)
@@ -1059,17 +1109,13 @@ async fn a_dead_webhooks_backlog_never_holds_up_a_healthy_one() {
             fingerprint: "x".into(),
         })
         .collect();
-    store
-        .reconcile_accounts(&accounts, &config.webhooks, clock.now())
-        .unwrap();
+    common::record_accounts(&store, &accounts, &config.webhooks, clock.now()).await;
     accounts.push(AccountFingerprint {
         id: "acme".into(),
         provider: "p".into(),
         fingerprint: "x".into(),
     });
-    store
-        .reconcile_accounts(&accounts, &config.webhooks, clock.now())
-        .unwrap();
+    common::record_accounts(&store, &accounts, &config.webhooks, clock.now()).await;
 
     let tasks = deliverer
         .dispatch_due(&config, &std::collections::HashSet::new())

@@ -1206,7 +1206,8 @@ async fn a_reload_names_the_keys_that_need_a_restart_and_never_logs_a_password()
 async fn hung_webhooks_cannot_starve_a_healthy_one_or_take_unbounded_connections() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use synthd::store::{AccountFingerprint, Store};
+    use synthd::ingest::AccountFingerprint;
+    use synthd::store::Store;
 
     // A receiver that accepts connections and never answers.
     let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1253,7 +1254,7 @@ async fn hung_webhooks_cannot_starve_a_healthy_one_or_take_unbounded_connections
         dir.path().display().to_string()
     );
     let config = Arc::new(synthd::config::from_toml_str(&text, dir.path()).unwrap());
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open_sqlite(dir.path()).unwrap();
     // Four account.created events: four deliveries to every webhook, which
     // the hung ones would all keep open at once without the shared pool.
     let accounts: Vec<AccountFingerprint> = config
@@ -1265,9 +1266,7 @@ async fn hung_webhooks_cannot_starve_a_healthy_one_or_take_unbounded_connections
             fingerprint: a.fingerprint(),
         })
         .collect();
-    store
-        .reconcile_accounts(&accounts, &config.webhooks, chrono::Utc::now())
-        .unwrap();
+    record_accounts(&store, &accounts, &config.webhooks, chrono::Utc::now()).await;
     let deliverer = synthd::deliver::Deliverer::new(store, Arc::new(synthd::clock::SystemClock));
     let pass = tokio::spawn({
         let (deliverer, config) = (deliverer.clone(), config.clone());

@@ -17,7 +17,7 @@ use crate::daemon::{self, Engine, RunOptions};
 use crate::logging::{self, Target};
 use crate::poll;
 use crate::redact::{printable, redact_url};
-use crate::store::Store;
+use crate::store::{DeliveryStatus, Store};
 
 pub mod out;
 
@@ -63,9 +63,9 @@ pub enum Command {
         /// Only deliveries to this webhook
         #[arg(long, value_name = "ID")]
         webhook: Option<String>,
-        /// Only deliveries in this state
-        #[arg(long, value_parser = ["pending", "delivered", "failed"])]
-        status: Option<String>,
+        /// Only deliveries in this state (pending, delivered, failed, cancelled)
+        #[arg(long, value_parser = parse_status)]
+        status: Option<DeliveryStatus>,
         /// Only deliveries of this event
         #[arg(long, value_name = "EVENT_ID")]
         event: Option<String>,
@@ -90,8 +90,8 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         webhook: Option<String>,
         /// Only deliveries in this state (e.g. failed)
-        #[arg(long, value_parser = ["pending", "delivered", "failed"])]
-        status: Option<String>,
+        #[arg(long, value_parser = parse_status)]
+        status: Option<DeliveryStatus>,
     },
     /// Test or resume a webhook
     Webhook {
@@ -134,6 +134,16 @@ pub enum WebhookCommand {
         #[arg(value_name = "WEBHOOK_ID")]
         id: String,
     },
+}
+
+fn parse_status(s: &str) -> Result<DeliveryStatus, String> {
+    DeliveryStatus::parse(s).ok_or_else(|| {
+        let all: Vec<&str> = DeliveryStatus::ALL.iter().map(|d| d.as_str()).collect();
+        format!(
+            "{s:?} is not a delivery state; use one of {}",
+            all.join(", ")
+        )
+    })
 }
 
 fn parse_time(s: &str) -> Result<chrono::DateTime<Utc>, String> {
@@ -207,11 +217,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             resource,
             json,
         } => sync(&path, account, resource, json).await,
-        Command::Status { json } => status(&path, json),
+        Command::Status { json } => status(&path, json).await,
         Command::Deliveries {
             show: Some(DeliveriesCommand::Show { id, json }),
             ..
-        } => show_delivery(&path, &id, json),
+        } => show_delivery(&path, &id, json).await,
         Command::Deliveries {
             show: None,
             webhook,
@@ -226,7 +236,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
                 event,
                 limit,
             };
-            list_deliveries(&path, &filter, json)
+            list_deliveries(&path, &filter, json).await
         }
         Command::Replay {
             event_id,
@@ -242,14 +252,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
                 webhook,
                 status,
             };
-            replay(&path, &sel)
+            replay(&path, &sel).await
         }
         Command::Webhook {
             action: WebhookCommand::Test { id },
         } => webhook_test(&path, &id).await,
         Command::Webhook {
             action: WebhookCommand::Resume { id },
-        } => webhook_resume(&path, &id),
+        } => webhook_resume(&path, &id).await,
         Command::Demo { run_for, interval } => crate::demo::run(run_for, interval)
             .await
             .map(|()| ExitCode::SUCCESS)
@@ -328,7 +338,7 @@ async fn run(path: PathBuf) -> Result<ExitCode, Failure> {
     logging::init(config.daemon.log_format, Target::Stdout, "info");
     raise_fd_limit();
     let _lock = crate::store::StateLock::acquire(&config.daemon.state_dir)?;
-    let store = Store::open(&config.daemon.state_dir)?;
+    let store = Store::open_sqlite(&config.daemon.state_dir)?;
     let engine = Engine::new(store, &config, Arc::new(SystemClock));
     daemon::run(
         engine,
@@ -411,7 +421,7 @@ async fn sync(
         )));
     }
     let _lock = crate::store::StateLock::acquire(&config.daemon.state_dir)?;
-    let store = Store::open(&config.daemon.state_dir)?;
+    let store = Store::open_sqlite(&config.daemon.state_dir)?;
     let engine = Engine::new(store, &config, Arc::new(SystemClock));
     engine.reconcile_accounts(&config).await?;
 
@@ -499,7 +509,7 @@ async fn sync(
     })
 }
 
-fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
+async fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
     let config = config::load(path)?;
     let db = config.db_path();
     if !db.exists() {
@@ -508,10 +518,10 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
             db.display()
         )));
     }
-    let store = Store::open(&config.daemon.state_dir)?;
-    let polls = store.poll_status()?;
-    let counts = store.delivery_counts()?;
-    let paused = store.paused_webhooks()?;
+    let store = Store::open_sqlite(&config.daemon.state_dir)?;
+    let polls = store.poll_status().await?;
+    let counts = store.delivery_counts().await?;
+    let paused = store.paused_webhooks().await?;
     let now = Utc::now();
     let next_poll = |account_id: &str, last: Option<chrono::DateTime<Utc>>| {
         config
@@ -584,7 +594,7 @@ fn open_existing(config: &Config) -> Result<Store, Failure> {
             db.display()
         )));
     }
-    Ok(Store::open(&config.daemon.state_dir)?)
+    Ok(Store::open_sqlite(&config.daemon.state_dir)?)
 }
 
 fn find_webhook<'a>(config: &'a Config, id: &str) -> Result<&'a crate::config::Webhook, Failure> {
@@ -601,14 +611,14 @@ fn time(t: chrono::DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%SZ").to_string()
 }
 
-fn list_deliveries(
+async fn list_deliveries(
     path: &std::path::Path,
     filter: &crate::store::DeliveryFilter,
     json: bool,
 ) -> Result<ExitCode, Failure> {
     let config = config::load(path)?;
     let store = open_existing(&config)?;
-    let rows = store.list_deliveries(filter)?;
+    let rows = store.list_deliveries(filter).await?;
     if json {
         crate::outln!("{}", serde_json::to_string(&rows).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
@@ -642,10 +652,10 @@ fn list_deliveries(
     Ok(ExitCode::SUCCESS)
 }
 
-fn show_delivery(path: &std::path::Path, id: &str, json: bool) -> Result<ExitCode, Failure> {
+async fn show_delivery(path: &std::path::Path, id: &str, json: bool) -> Result<ExitCode, Failure> {
     let config = config::load(path)?;
     let store = open_existing(&config)?;
-    let Some((row, payload, attempts)) = store.delivery(id)? else {
+    let Some((row, payload, attempts)) = store.delivery(id).await? else {
         return Err(Failure::Usage(format!(
             "no delivery {id:?} (list them with `synthd deliveries`)"
         )));
@@ -710,7 +720,7 @@ fn show_delivery(path: &std::path::Path, id: &str, json: bool) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-fn replay(
+async fn replay(
     path: &std::path::Path,
     sel: &crate::store::ReplaySelection,
 ) -> Result<ExitCode, Failure> {
@@ -719,7 +729,13 @@ fn replay(
         find_webhook(&config, w)?;
     }
     let store = open_existing(&config)?;
-    let done = store.replay(sel, &config.webhooks, Utc::now())?;
+    let enabled: Vec<String> = config
+        .webhooks
+        .iter()
+        .filter(|w| w.enabled)
+        .map(|w| w.id.clone())
+        .collect();
+    let done = store.replay(sel, &enabled, Utc::now()).await?;
     let (queued, skipped) = (done.queued, done.skipped);
     crate::outln!("queued {queued} deliveries for replay");
     if skipped > 0 {
@@ -748,7 +764,7 @@ async fn webhook_test(path: &std::path::Path, id: &str) -> Result<ExitCode, Fail
     let config = config::load(path)?;
     logging::init(config.daemon.log_format, Target::Stderr, "warn");
     let webhook = find_webhook(&config, id)?;
-    let store = Store::open(&config.daemon.state_dir)?;
+    let store = Store::open_sqlite(&config.daemon.state_dir)?;
     let sender = crate::deliver::Sender::new();
     let attempt = crate::deliver::test_send(&store, &sender, webhook, Utc::now())
         .await
@@ -780,11 +796,11 @@ async fn webhook_test(path: &std::path::Path, id: &str) -> Result<ExitCode, Fail
     }
 }
 
-fn webhook_resume(path: &std::path::Path, id: &str) -> Result<ExitCode, Failure> {
+async fn webhook_resume(path: &std::path::Path, id: &str) -> Result<ExitCode, Failure> {
     let config = config::load(path)?;
     find_webhook(&config, id)?;
     let store = open_existing(&config)?;
-    if store.resume_webhook(id)? {
+    if store.resume_webhook(id).await? {
         crate::outln!(
             "webhook {id} resumed; its queued deliveries go out on the daemon's next pass"
         );

@@ -186,29 +186,114 @@ impl Digester {
     }
 }
 
+/// The ids seen so far in one scan, for duplicates, type collisions and,
+/// at the end, deletions (stored ids not seen).
+///
+/// Each id is kept as a 63-bit keyed hash plus one bit for "was a number":
+/// 8 bytes a record (about 18 bytes with the table's slack), however long
+/// the ids. The hash keys are drawn at random for every scan, so two ids
+/// that collide (about one chance in 10^7 for a million records) do so in
+/// one scan only; the effect of a collision is conservative (the second id
+/// counts as a repeat: its change waits for the next scan, and the scan
+/// deletes nothing).
+pub struct SeenIds {
+    ids: std::collections::HashSet<u64, std::hash::BuildHasherDefault<PreHashed>>,
+    keys: std::collections::hash_map::RandomState,
+}
+
+/// How an id compares with the ids seen before it in the same scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sighting {
+    First,
+    /// The same id again, of the same kind: the listing shifted between
+    /// pages, so a record may have been skipped.
+    Duplicate,
+    /// The same canonical id from a number and from a string (`1`, `"1"`).
+    Collision,
+}
+
+impl SeenIds {
+    /// Room for `expected` ids without growing (a doubling table would
+    /// briefly hold both copies).
+    pub fn with_capacity(expected: usize) -> Self {
+        SeenIds {
+            ids: std::collections::HashSet::with_capacity_and_hasher(expected, Default::default()),
+            keys: Default::default(),
+        }
+    }
+
+    fn key(&self, id: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.keys.hash_one(id) & !1
+    }
+
+    pub fn see(&mut self, id: &str, numeric: bool) -> Sighting {
+        let key = self.key(id);
+        let (same, other) = if numeric {
+            (key | 1, key)
+        } else {
+            (key, key | 1)
+        };
+        if self.ids.contains(&other) {
+            Sighting::Collision
+        } else if !self.ids.insert(same) {
+            Sighting::Duplicate
+        } else {
+            Sighting::First
+        }
+    }
+
+    /// Whether `id` (as stored: its kind no longer matters) was seen.
+    pub fn contains(&self, id: &str) -> bool {
+        let key = self.key(id);
+        self.ids.contains(&key) || self.ids.contains(&(key | 1))
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// The keys of [`SeenIds`] are already random: hashing them again would
+/// only cost time.
+#[derive(Default)]
+pub struct PreHashed(u64);
+
+impl std::hash::Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed; fold anything else in to stay correct.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// How a record seen in a scan compares with what the store knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     Created,
     Updated,
     Unchanged,
-    /// Already seen earlier in this same scan (a provider repeating a record
-    /// across pages). Counted and otherwise ignored.
-    Duplicate,
 }
 
-/// What the store knows about a record id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Known {
-    pub hash: Hash,
-    pub seen_scan: i64,
-}
-
-pub fn classify(known: Option<Known>, new_hash: &Hash, scan: i64) -> Change {
-    match known {
+/// A record is created when its id is not stored, updated when its hash
+/// differs from the stored one.
+pub fn classify(stored: Option<&Hash>, new_hash: &Hash) -> Change {
+    match stored {
         None => Change::Created,
-        Some(k) if k.seen_scan == scan => Change::Duplicate,
-        Some(k) if &k.hash != new_hash => Change::Updated,
+        Some(h) if h != new_hash => Change::Updated,
         Some(_) => Change::Unchanged,
     }
 }
@@ -395,39 +480,25 @@ mod tests {
     fn classification_follows_the_rules() {
         let a = [1u8; 32];
         let b = [2u8; 32];
-        assert_eq!(classify(None, &a, 5), Change::Created);
+        assert_eq!(classify(None, &a), Change::Created);
+        assert_eq!(classify(Some(&a), &a), Change::Unchanged);
+        assert_eq!(classify(Some(&a), &b), Change::Updated);
+    }
+
+    #[test]
+    fn seen_ids_tell_repeats_from_type_collisions() {
+        let mut seen = SeenIds::with_capacity(4);
+        assert_eq!(seen.see("1", true), Sighting::First);
+        assert_eq!(seen.see("2", false), Sighting::First);
+        assert_eq!(seen.see("1", true), Sighting::Duplicate);
+        assert_eq!(seen.see("1", false), Sighting::Collision);
+        assert_eq!(seen.see("2", true), Sighting::Collision);
+        assert_eq!(seen.see("2", false), Sighting::Duplicate);
+        assert!(seen.contains("1") && seen.contains("2") && !seen.contains("3"));
         assert_eq!(
-            classify(
-                Some(Known {
-                    hash: a,
-                    seen_scan: 4
-                }),
-                &a,
-                5
-            ),
-            Change::Unchanged
-        );
-        assert_eq!(
-            classify(
-                Some(Known {
-                    hash: a,
-                    seen_scan: 4
-                }),
-                &b,
-                5
-            ),
-            Change::Updated
-        );
-        assert_eq!(
-            classify(
-                Some(Known {
-                    hash: a,
-                    seen_scan: 5
-                }),
-                &b,
-                5
-            ),
-            Change::Duplicate
+            seen.len(),
+            2,
+            "a collision is not remembered as a second id"
         );
     }
 

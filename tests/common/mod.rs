@@ -155,7 +155,8 @@ impl TestEnv {
         let c = self.db();
         let mut st = c
             .prepare(
-                "SELECT record_id FROM records WHERE account_id = ?1 AND resource = ?2 ORDER BY record_id",
+                "SELECT r.record_id FROM records r JOIN streams s ON s.id = r.stream
+                 WHERE s.account_id = ?1 AND s.resource = ?2 ORDER BY r.record_id",
             )
             .unwrap();
         st.query_map([account, resource], |r| r.get::<_, String>(0))
@@ -840,4 +841,72 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+// ---------------------------------------------------------------------------
+// Driving the store as a poll does
+// ---------------------------------------------------------------------------
+
+/// Commits one complete scan of `(id, hash)` pairs for `account`/`resource`
+/// through the real rules (`ingest`) and store, as a poll does: the first
+/// scan is the silent baseline, later ones emit events to `webhooks`.
+pub async fn commit_scan(
+    store: &synthd::store::Store,
+    account: &str,
+    resource: &str,
+    records: &[(String, [u8; 32])],
+    webhooks: &[synthd::config::Webhook],
+    now: chrono::DateTime<chrono::Utc>,
+) -> (synthd::ingest::PageChanges, synthd::ingest::ScanEnd) {
+    use synthd::detect::{RecordDigest, SeenIds};
+    use synthd::store::{ScanClaim, ScanRequest};
+    let ScanClaim::Started(scan) = store
+        .begin_scan(&ScanRequest {
+            account_id: account.into(),
+            resource: resource.into(),
+            shape: "shape".into(),
+            now,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("the scan was not started");
+    };
+    let emit = scan.baseline_done;
+    let mut seen = SeenIds::with_capacity(records.len());
+    let digests: Vec<RecordDigest> = records
+        .iter()
+        .map(|(id, hash)| {
+            seen.see(id, false);
+            RecordDigest {
+                id: id.clone(),
+                numeric: false,
+                hash: *hash,
+            }
+        })
+        .collect();
+    let ids: Vec<String> = digests.iter().map(|d| d.id.clone()).collect();
+    let stored = store.stored_hashes(&scan, &ids).await.unwrap();
+    let (rows, changes) = synthd::ingest::page(&scan, &digests, &stored, emit, webhooks, now);
+    store.commit_page(&scan, rows).await.unwrap();
+    let missing = store
+        .missing_ids(&scan, std::sync::Arc::new(seen))
+        .await
+        .unwrap();
+    let (rows, end) = synthd::ingest::scan_end(&scan, missing, true, emit, webhooks, now);
+    store.finish_scan(&scan, rows).await.unwrap();
+    (changes, end)
+}
+
+/// Records `account.created` (and the rest) for `accounts` as the daemon
+/// does on start: through `ingest` and the store.
+pub async fn record_accounts(
+    store: &synthd::store::Store,
+    accounts: &[synthd::ingest::AccountFingerprint],
+    webhooks: &[synthd::config::Webhook],
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let stored = store.stored_accounts().await.unwrap();
+    let changes = synthd::ingest::account_changes(&stored, accounts, webhooks, now);
+    store.apply_account_changes(&changes, now).await.unwrap();
 }

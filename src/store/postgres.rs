@@ -1,0 +1,1 @@
+//! The PostgreSQL backend: one database shared by several synthd processes.
