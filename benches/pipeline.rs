@@ -85,12 +85,13 @@ async fn begin(store: &Store) -> ScanStart {
             resource: "hris_employees".into(),
             shape: "shape".into(),
             now: chrono::Utc::now(),
+            skip_if_started_after: None,
         })
         .await
         .unwrap()
     {
         ScanClaim::Started(s) => s,
-        ScanClaim::Busy { .. } => unreachable!("SQLite is not shared"),
+        ScanClaim::Busy { .. } | ScanClaim::Done { .. } => unreachable!("SQLite is not shared"),
     }
 }
 

@@ -455,14 +455,37 @@ async fn scheduler(
                 done: done_tx.clone(),
             };
             let (engine, config, account) = (engine.clone(), config.clone(), account.clone());
+            // Due now: unless another process polled it in the last half
+            // interval (after our last start plus half an interval).
+            let half = chrono::Duration::from_std(account.schedule.nominal_interval(now) / 2)
+                .unwrap_or_default();
+            let mode = poll::PollMode {
+                skip_if_started_after: Some(
+                    last_start
+                        .get(&account.id)
+                        .map_or(now - half, |t| *t + half),
+                ),
+            };
             polls.spawn(async move {
                 let _permit = permit;
                 guard.started = Some(engine.ctx.clock.now());
                 // Cleared however the poll ends, a panic included, so an
                 // account is never left marked running.
-                let _running = guard;
-                let poll = poll::poll_account(&engine.ctx, &config, &account, None);
-                if let Err(panic) = std::panic::AssertUnwindSafe(poll).catch_unwind().await {
+                let mut running = guard;
+                let poll = poll::poll_account(&engine.ctx, &config, &account, None, mode);
+                match std::panic::AssertUnwindSafe(poll).catch_unwind().await {
+                    Ok(outcomes) => {
+                        // Polled by another process meanwhile (a shared
+                        // store): its time is this account's last start.
+                        let elsewhere = outcomes.iter().filter_map(|o| match &o.result {
+                            Err(poll::PollError::PolledElsewhere { at }) => Some(*at),
+                            _ => None,
+                        });
+                        if outcomes.iter().all(|o| matches!(o.result, Err(poll::PollError::PolledElsewhere { .. }))) {
+                            running.started = elsewhere.min();
+                        }
+                    }
+                    Err(panic) => {
                     let what = panic
                         .downcast_ref::<&str>()
                         .map(|s| s.to_string())
@@ -470,7 +493,9 @@ async fn scheduler(
                         .unwrap_or_default();
                     tracing::error!(account = %account.id, error = %what,
                         "internal error while polling (a bug; please report it); the account is polled again on schedule");
+                    }
                 }
+                drop(running);
                 engine.deliverer.wake.notify_one();
             });
         }

@@ -66,8 +66,32 @@ pub enum PollError {
     InvalidRecords { invalid: u64, first: String },
     #[error("skipped: another synthd ({holder}) is scanning this account/resource right now")]
     Busy { holder: String },
+    #[error(
+        "skipped: another synthd polled this account/resource at {at} (after this one last did)"
+    )]
+    PolledElsewhere { at: DateTime<Utc> },
     #[error("internal error while polling (a bug; please report it): {0}")]
     Internal(String),
+}
+
+impl PollError {
+    /// A pair left to another process is not a failure.
+    pub fn is_skip(&self) -> bool {
+        matches!(
+            self,
+            PollError::Busy { .. } | PollError::PolledElsewhere { .. }
+        )
+    }
+}
+
+/// How a poll was asked for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PollMode {
+    /// With a shared store, a pair whose scan started after this time (in
+    /// another process) is skipped: the schedule lives in the database.
+    /// `None` (`sync`): poll now whatever the schedule; a pair being
+    /// scanned elsewhere is still skipped.
+    pub skip_if_started_after: Option<DateTime<Utc>>,
 }
 
 /// The result for one resource of an account.
@@ -85,6 +109,7 @@ pub async fn poll_account(
     config: &Arc<Config>,
     account: &Account,
     only: Option<&str>,
+    mode: PollMode,
 ) -> Vec<ResourceOutcome> {
     let provider = config.provider(&account.provider);
     let mut outcomes = Vec::new();
@@ -94,7 +119,7 @@ pub async fn poll_account(
         }
         let resource = &provider.resources[name];
         let started = Instant::now();
-        let result = poll_resource(ctx, config, account, resource).await;
+        let result = poll_resource(ctx, config, account, resource, mode).await;
         let duration = started.elapsed();
         let duration_ms = duration.as_millis() as u64;
         match &result {
@@ -103,9 +128,8 @@ pub async fn poll_account(
                 updated = s.updated, deleted = s.deleted, held = s.held, pages = s.pages,
                 full_scan = s.full_scan, baseline = s.baseline, duration_ms, "poll finished"
             ),
-            Err(PollError::Busy { holder }) => tracing::info!(
-                account = %account.id, resource = %name, holder = %holder,
-                "poll skipped: another synthd is scanning it"
+            Err(e) if e.is_skip() => tracing::info!(
+                account = %account.id, resource = %name, reason = %e, "poll skipped"
             ),
             Err(e) => tracing::warn!(
                 account = %account.id, resource = %name, duration_ms, error = %e, "poll failed"
@@ -194,6 +218,7 @@ pub async fn poll_resource(
     config: &Arc<Config>,
     account: &Account,
     resource: &Resource,
+    mode: PollMode,
 ) -> Result<PollSummary, PollError> {
     let provider = config.provider(&account.provider);
     let now = ctx.clock.now();
@@ -204,11 +229,17 @@ pub async fn poll_resource(
             resource: resource.name.clone(),
             shape: resource.shape_fingerprint(),
             now,
+            skip_if_started_after: mode.skip_if_started_after,
         })
         .await?;
     let scan = match claim {
         ScanClaim::Started(s) => s,
         ScanClaim::Busy { holder } => return Err(PollError::Busy { holder }),
+        ScanClaim::Done { last_started_at } => {
+            return Err(PollError::PolledElsewhere {
+                at: last_started_at,
+            });
+        }
     };
     if scan.reshaped {
         tracing::warn!(account = %account.id, resource = %resource.name,

@@ -70,7 +70,14 @@ impl Harness {
         let account = self.account(account);
         let provider = self.config.provider(&account.provider);
         let resource = &provider.resources[&account.resources[0]];
-        poll::poll_resource(&self.ctx, &self.config, account, resource).await
+        poll::poll_resource(
+            &self.ctx,
+            &self.config,
+            account,
+            resource,
+            poll::PollMode::default(),
+        )
+        .await
     }
 
     /// Every record of the account's first resource, straight from the pager.

@@ -110,6 +110,7 @@ async fn stored_hashes_and_missing_ids_answer_exactly() {
                 resource: "r".into(),
                 shape: "shape".into(),
                 now: t0(),
+                skip_if_started_after: None,
             })
             .await
             .unwrap()
@@ -152,6 +153,7 @@ async fn mass_deletion_is_held_until_a_second_consecutive_complete_scan() {
                 resource: "r".into(),
                 shape: "shape".into(),
                 now: t0(),
+                skip_if_started_after: None,
             })
             .await
             .unwrap()
@@ -203,6 +205,7 @@ async fn a_new_hash_scheme_or_shape_rebaselines_silently() {
                 resource: "r".into(),
                 shape: "other".into(),
                 now: t0(),
+                skip_if_started_after: None,
             })
             .await
             .unwrap()

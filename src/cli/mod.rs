@@ -425,15 +425,21 @@ async fn sync(
     let engine = Engine::new(store, &config, Arc::new(SystemClock));
     engine.reconcile_accounts(&config).await?;
 
-    let outcomes: Vec<poll::ResourceOutcome> = futures_util::stream::iter(selected)
-        .map(|a| {
-            let (engine, config, resource) = (engine.clone(), config.clone(), resource.clone());
-            async move { poll::poll_account(&engine.ctx, &config, &a, resource.as_deref()).await }
-        })
-        .buffer_unordered(config.daemon.max_concurrent_polls)
-        .flat_map(futures_util::stream::iter)
-        .collect()
-        .await;
+    let outcomes: Vec<poll::ResourceOutcome> =
+        futures_util::stream::iter(selected)
+            .map(|a| {
+                let (engine, config, resource) = (engine.clone(), config.clone(), resource.clone());
+                let mode = poll::PollMode {
+                    skip_if_started_after: None,
+                };
+                async move {
+                    poll::poll_account(&engine.ctx, &config, &a, resource.as_deref(), mode).await
+                }
+            })
+            .buffer_unordered(config.daemon.max_concurrent_polls)
+            .flat_map(futures_util::stream::iter)
+            .collect()
+            .await;
     let pass = engine.deliverer.deliver_pass(&config).await?;
 
     let mut all_ok = true;

@@ -107,9 +107,25 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub daemon: Daemon,
+    pub store: StoreConfig,
     pub providers: BTreeMap<String, Provider>,
     pub accounts: Vec<Account>,
     pub webhooks: Vec<Webhook>,
+}
+
+/// Where the state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// `<state_dir>/synthd.db`, owned by one process.
+    Sqlite,
+    /// A database several synthd processes share.
+    Postgres {
+        /// The connection URL; a secret (it may hold a password).
+        url: Secret,
+        pool_size: usize,
+        /// How long a claimed poll or delivery stays claimed unrenewed.
+        lease: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

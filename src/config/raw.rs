@@ -19,6 +19,19 @@ pub(super) struct RawConfig {
     pub(super) accounts: Vec<RawAccount>,
     #[serde(default)]
     pub(super) webhooks: Vec<RawWebhook>,
+    #[serde(default)]
+    pub(super) store: RawStore,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    pub(super) backend: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) url_env: Option<String>,
+    pub(super) url_file: Option<PathBuf>,
+    pub(super) pool_size: Option<i64>,
+    pub(super) lease: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -25,6 +25,7 @@ const MAX_MAX_PAGE_BYTES: u64 = 1 << 30;
 pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> {
     let secrets = &Secrets::new(base_dir);
     let daemon = validate_daemon(raw.daemon, secrets)?;
+    let store = validate_store(raw.store, secrets)?;
 
     let mut providers = BTreeMap::new();
     for (name, p) in raw.providers {
@@ -64,6 +65,7 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Config
     secrets.finish()?;
     Ok(Config {
         daemon,
+        store,
         providers,
         accounts,
         webhooks,
@@ -130,6 +132,79 @@ fn validate_daemon(raw: RawDaemon, secrets: &Secrets<'_>) -> Result<Daemon, Conf
         hash_key,
         retention,
     })
+}
+
+/// Leases shorter than this would expire between two pages of a healthy
+/// scan; longer than an hour would leave a dead process's work stuck.
+const MIN_LEASE: Duration = Duration::from_secs(5);
+const MAX_LEASE: Duration = Duration::from_secs(3600);
+
+fn validate_store(raw: RawStore, secrets: &Secrets<'_>) -> Result<StoreConfig, ConfigError> {
+    match raw.backend.as_deref() {
+        None | Some("sqlite") => {
+            let set: Vec<&str> = [
+                (
+                    "url",
+                    raw.url.is_some() || raw.url_env.is_some() || raw.url_file.is_some(),
+                ),
+                ("pool_size", raw.pool_size.is_some()),
+                ("lease", raw.lease.is_some()),
+            ]
+            .into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(k, _)| k)
+            .collect();
+            if let Some(key) = set.first() {
+                return Err(ConfigError::new(
+                    format!("store.{key}"),
+                    "only applies to backend = \"postgres\"; the SQLite store lives in daemon.state_dir",
+                ));
+            }
+            Ok(StoreConfig::Sqlite)
+        }
+        Some("postgres") => {
+            let url = secrets.resolve("store", "url", raw.url, raw.url_env, raw.url_file)?;
+            let scheme_ok = ["postgres://", "postgresql://"]
+                .iter()
+                .any(|p| url.expose().starts_with(p))
+                || url.expose().contains("host=");
+            if !scheme_ok && !url.expose().starts_with("whsec_") {
+                // The placeholder of an unset variable is reported with it.
+                return Err(ConfigError::new(
+                    "store.url",
+                    "is not a PostgreSQL connection URL (postgres://user@host:5432/db); it is not shown because it may hold a password",
+                ));
+            }
+            let pool_size = match raw.pool_size {
+                None => 8,
+                Some(n) if (1..=64).contains(&n) => n as usize,
+                Some(n) => {
+                    return Err(ConfigError::new(
+                        "store.pool_size",
+                        format!("{n} is outside 1..=64"),
+                    ));
+                }
+            };
+            let lease = duration_or("store.lease", raw.lease, Duration::from_secs(120))?;
+            if !(MIN_LEASE..=MAX_LEASE).contains(&lease) {
+                return Err(ConfigError::new(
+                    "store.lease",
+                    format!("{} is outside 5s..=1h", humantime::format_duration(lease)),
+                ));
+            }
+            Ok(StoreConfig::Postgres {
+                url,
+                pool_size,
+                lease,
+            })
+        }
+        Some(other) => Err(ConfigError::new(
+            "store.backend",
+            format!(
+                "{other:?} is not a store backend; use \"sqlite\" (the default) or \"postgres\""
+            ),
+        )),
+    }
 }
 
 fn validate_provider(

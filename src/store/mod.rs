@@ -261,6 +261,10 @@ pub struct ScanRequest {
     /// The resource's shape fingerprint: a change re-baselines it.
     pub shape: String,
     pub now: DateTime<Utc>,
+    /// A shared store answers [`ScanClaim::Done`] when a scan of this pair
+    /// started after this time (another process polled it since this one
+    /// last did, so it is not due). `None` (`sync`): scan regardless.
+    pub skip_if_started_after: Option<DateTime<Utc>>,
 }
 
 /// The state a scan starts from.
@@ -287,11 +291,13 @@ pub struct ScanStart {
     pub reshaped: bool,
 }
 
-/// A scan could start, or another process is scanning that pair now.
+/// A scan could start, or another process is scanning that pair now, or
+/// has scanned it since the caller last looked.
 #[derive(Debug, Clone)]
 pub enum ScanClaim {
     Started(ScanStart),
     Busy { holder: String },
+    Done { last_started_at: DateTime<Utc> },
 }
 
 /// A delivery whose time has come.
@@ -622,6 +628,15 @@ pub trait StateStore: Send + Sync {
 
     /// The processes sharing the store (empty for SQLite).
     async fn instances(&self) -> Result<Vec<InstanceView>, StoreError>;
+
+    /// Registers this process as running (or refreshes its registration),
+    /// and forgets processes that stopped refreshing long ago. A no-op for
+    /// a store one process owns.
+    async fn heartbeat(&self, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// This process stops: its registration goes and its claims are given
+    /// back at once instead of expiring.
+    async fn leave(&self) -> Result<(), StoreError>;
 }
 
 /// A handle to the state, whichever backend holds it. Cheap to clone.
@@ -636,6 +651,18 @@ impl Store {
     /// Opens (creating if needed) `<state_dir>/synthd.db`.
     pub fn open_sqlite(state_dir: &std::path::Path) -> Result<Store, StoreError> {
         Ok(Store(Arc::new(sqlite::SqliteStore::open(state_dir)?)))
+    }
+
+    /// Connects to a PostgreSQL store shared with other processes, and
+    /// migrates it under an advisory lock.
+    pub async fn connect_postgres(
+        url: &str,
+        pool_size: usize,
+        lease: Duration,
+    ) -> Result<Store, StoreError> {
+        Ok(Store(Arc::new(
+            postgres::PgStore::connect(url, pool_size, lease).await?,
+        )))
     }
 }
 

@@ -866,6 +866,7 @@ pub async fn commit_scan(
             resource: resource.into(),
             shape: "shape".into(),
             now,
+            skip_if_started_after: None,
         })
         .await
         .unwrap()

@@ -666,6 +666,14 @@ impl StateStore for SqliteStore {
     async fn instances(&self) -> Result<Vec<InstanceView>, StoreError> {
         Ok(Vec::new())
     }
+
+    async fn heartbeat(&self, _now: DateTime<Utc>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn leave(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -720,6 +728,7 @@ mod tests {
                 resource: "hris".into(),
                 shape: "s".into(),
                 now: chrono::Utc::now(),
+                skip_if_started_after: None,
             })
             .await
             .unwrap()
