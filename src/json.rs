@@ -363,6 +363,46 @@ impl<'a> Parser<'a> {
         Ok(Span { start, end: i })
     }
 
+    /// Skips the container whose start was just returned by finding its
+    /// matching end, without checking the grammar inside: for callers that
+    /// parse that text fully later (each record is canonicalised from its
+    /// span, which checks every byte). Returns the offset after it.
+    pub fn skip_container_unchecked(&mut self) -> Result<usize, SyntaxError> {
+        let b = self.bytes();
+        let mut depth = 1usize;
+        let mut i = self.pos;
+        while depth > 0 {
+            let Some(&c) = b.get(i) else {
+                return Err(SyntaxError::Eof(b.len()));
+            };
+            match c {
+                b'"' => {
+                    // To the closing quote, stepping over escapes.
+                    i += 1;
+                    loop {
+                        match memchr::memchr2(b'"', b'\\', &b[i..]) {
+                            None => return Err(SyntaxError::Eof(b.len())),
+                            Some(off) if b[i + off] == b'\\' => i += off + 2,
+                            Some(off) => {
+                                i += off + 1;
+                                break;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => depth -= 1,
+                _ => {}
+            }
+            i += 1;
+        }
+        self.pos = i;
+        self.nesting.pop();
+        self.after_value();
+        Ok(i)
+    }
+
     /// Skips the value whose first event was just returned (a container's
     /// start; a scalar needs no skipping). Returns the offset after it.
     pub fn skip_container(&mut self) -> Result<usize, SyntaxError> {
@@ -598,6 +638,23 @@ mod tests {
     fn nesting_is_not_limited_by_recursion() {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert_eq!(events(&deep).unwrap().len(), 200_000);
+    }
+
+    #[test]
+    fn an_unchecked_skip_finds_the_end_and_the_grammar_goes_on() {
+        let text = r#"[{"a":"}]\"{[","b":[1,{"c":2}]},3]"#;
+        let mut p = Parser::new(text);
+        assert_eq!(p.next_event().unwrap().unwrap().1, Event::StartArray);
+        assert_eq!(p.next_event().unwrap().unwrap().1, Event::StartObject);
+        let end = p.skip_container_unchecked().unwrap();
+        assert_eq!(&text[1..end], r#"{"a":"}]\"{[","b":[1,{"c":2}]}"#);
+        assert!(matches!(p.next_event().unwrap().unwrap().1, Event::Num(_)));
+        assert_eq!(p.next_event().unwrap().unwrap().1, Event::EndArray);
+        assert_eq!(p.next_event().unwrap(), None);
+        let mut cut = Parser::new(r#"[{"a":"x"#);
+        cut.next_event().unwrap();
+        cut.next_event().unwrap();
+        assert!(cut.skip_container_unchecked().unwrap_err().is_eof());
     }
 
     #[test]

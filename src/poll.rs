@@ -181,6 +181,9 @@ fn incremental_since(
 struct Digested {
     digests: Vec<RecordDigest>,
     invalid: Vec<String>,
+    /// A record that is not JSON makes the whole body not JSON: the page
+    /// fails (the page scan only found where each record ends).
+    not_json: Option<FetchError>,
     duplicates: u64,
     collisions: u64,
     unhashable: u64,
@@ -200,6 +203,14 @@ fn digest_page(page: Page, digester: &mut Digester, seen: &mut SeenIds) -> Diges
                 Sighting::Duplicate => out.duplicates += 1,
                 Sighting::Collision => out.collisions += 1,
             },
+            Err(crate::detect::RecordError::Syntax { index, detail }) => {
+                out.not_json = Some(FetchError::RecordNotJson {
+                    url: page.url.clone(),
+                    index,
+                    detail,
+                });
+                return out;
+            }
             Err(e) => match e.unhashable_id() {
                 // Kept as it was: seen (so not deleted), never updated.
                 Some(id) => {
@@ -336,10 +347,10 @@ pub async fn poll_resource(
     }
 }
 
-/// Fetches pages and applies them, on both cores: while one page is
-/// digested (on a blocking thread) and committed, the next is fetched and
-/// read. At most one page waits between the two, so memory stays bounded
-/// by about two pages.
+/// Fetches pages and applies them, in three stages that overlap: while
+/// page N is compared and committed, page N+1 is digested (on a blocking
+/// thread: the CPU work) and page N+2 fetched and read. At most one page
+/// waits between two stages, so memory stays bounded by a few pages.
 #[allow(clippy::too_many_arguments)]
 async fn scan_pages(
     ctx: &PollContext,
@@ -352,40 +363,48 @@ async fn scan_pages(
     summary: &mut PollSummary,
     first_invalid: &mut Option<String>,
 ) -> (Result<(), PollError>, SeenIds) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Page, u64)>(1);
-    let fetch = async {
+    let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<(Page, u64)>(1);
+    let (digests_tx, mut digests_rx) = tokio::sync::mpsc::channel::<(Digested, u64)>(1);
+    let fetch = async move {
         let mut pager = Pager::new(&ctx.client, account, provider, resource, since);
         while let Some(page) = pager.next_page().await? {
-            if tx.send((page, pager.pages_fetched())).await.is_err() {
+            if pages_tx.send((page, pager.pages_fetched())).await.is_err() {
                 break;
             }
         }
-        drop(tx);
         Ok::<_, PollError>(())
     };
-    let apply = async {
-        let mut digester = Some(Digester::new(resource.shape(), ctx.hasher.clone()));
-        let mut seen = Some(seen);
-        let mut result = Ok(());
-        while let Some((page, pages)) = rx.recv().await {
-            summary.pages = pages;
-            let (mut d, mut s) = (
-                digester.take().expect("returned"),
-                seen.take().expect("returned"),
-            );
+    let digest = async move {
+        let mut digester = Digester::new(resource.shape(), ctx.hasher.clone());
+        let mut seen = seen;
+        while let Some((page, pages)) = pages_rx.recv().await {
             let joined = tokio::task::spawn_blocking(move || {
-                let out = digest_page(page, &mut d, &mut s);
-                (out, d, s)
+                let out = digest_page(page, &mut digester, &mut seen);
+                (out, digester, seen)
             })
             .await;
-            let (out, d, s) = match joined {
+            let out;
+            (out, digester, seen) = match joined {
                 Ok(v) => v,
                 Err(e) => {
-                    result = Err(PollError::Internal(crate::store::panic_text(e)));
-                    break;
+                    return (
+                        Err(PollError::Internal(crate::store::panic_text(e))),
+                        SeenIds::with_capacity(0),
+                    );
                 }
             };
-            (digester, seen) = (Some(d), Some(s));
+            if digests_tx.send((out, pages)).await.is_err() {
+                break;
+            }
+        }
+        (Ok(()), seen)
+    };
+    let apply = async move {
+        while let Some((out, pages)) = digests_rx.recv().await {
+            summary.pages = pages;
+            if let Some(e) = out.not_json {
+                return Err(e.into());
+            }
             summary.duplicates += out.duplicates;
             summary.collisions += out.collisions;
             summary.unhashable += out.unhashable;
@@ -393,17 +412,14 @@ async fn scan_pages(
             if first_invalid.is_none() {
                 *first_invalid = out.invalid.into_iter().next();
             }
-            if let Err(e) = apply_digests(ctx, config, scan, &out.digests, emit, summary).await {
-                result = Err(e);
-                break;
-            }
+            apply_digests(ctx, config, scan, &out.digests, emit, summary).await?;
         }
-        // Stop the fetcher if it is still going.
-        rx.close();
-        (result, seen.unwrap_or_else(|| SeenIds::with_capacity(0)))
+        Ok(())
     };
-    let (fetched, (applied, seen)) = tokio::join!(fetch, apply);
-    (applied.and(fetched), seen)
+    // A stage that stops drops its channel ends, which stops the stages
+    // before it; the first error wins.
+    let (fetched, (digested, seen), applied) = tokio::join!(fetch, digest, apply);
+    (applied.and(digested).and(fetched), seen)
 }
 
 /// Compares one page's digests with the stored hashes and commits the

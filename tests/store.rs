@@ -41,11 +41,26 @@ fn records(ids: std::ops::Range<u32>, version: u8) -> Vec<(String, [u8; 32])> {
     ids.map(|i| (format!("r{i}"), [version; 32])).collect()
 }
 
+/// What keeps a backend's state alive for the length of a test.
+#[allow(dead_code)]
+enum Holder {
+    Dir(tempfile::TempDir),
+    Db(PgDb),
+}
+
 /// Every backend available here, each on a fresh, empty state.
-async fn backends() -> Vec<(&'static str, Store, Option<tempfile::TempDir>)> {
+async fn backends() -> Vec<(&'static str, Store, Holder)> {
     let mut out = Vec::new();
     let dir = tempfile::tempdir().unwrap();
-    out.push(("sqlite", Store::open_sqlite(dir.path()).unwrap(), Some(dir)));
+    out.push((
+        "sqlite",
+        Store::open_sqlite(dir.path()).unwrap(),
+        Holder::Dir(dir),
+    ));
+    if let Some(db) = PgDb::create("store").await {
+        let store = db.store(Duration::from_secs(60)).await;
+        out.push(("postgres", store, Holder::Db(db)));
+    }
     out
 }
 
@@ -566,4 +581,174 @@ async fn retention_prunes_finished_deliveries_and_keeps_what_is_still_needed() {
         );
         assert_eq!(store.delivery_counts().await.unwrap().pending, 1, "{name}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Sharing one PostgreSQL store between processes (two stores on one
+// database stand for two synthd processes)
+// ---------------------------------------------------------------------------
+
+fn request(now: DateTime<Utc>, skip_after: Option<DateTime<Utc>>) -> ScanRequest {
+    ScanRequest {
+        account_id: "a".into(),
+        resource: "r".into(),
+        shape: "shape".into(),
+        now,
+        skip_if_started_after: skip_after,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_is_claimed_by_one_process_and_a_stale_holder_cannot_commit() {
+    let Some(db) = PgDb::create("claims").await else {
+        return;
+    };
+    let lease = Duration::from_secs(30);
+    let (a, b) = (db.store(lease).await, db.store(lease).await);
+    let now = Utc::now();
+    let ScanClaim::Started(scan_a) = a.begin_scan(&request(now, None)).await.unwrap() else {
+        panic!("a could not claim")
+    };
+    // B sees A's claim.
+    assert!(matches!(
+        b.begin_scan(&request(now, None)).await.unwrap(),
+        ScanClaim::Busy { .. }
+    ));
+    // A's commit renews and passes its fence.
+    a.commit_page(&scan_a, Default::default()).await.unwrap();
+    // Past the lease (A paused, partitioned or dead), B takes over with a
+    // newer fencing token...
+    let later = now + chrono::Duration::seconds(31);
+    let ScanClaim::Started(scan_b) = b.begin_scan(&request(later, None)).await.unwrap() else {
+        panic!("b could not take over an expired claim")
+    };
+    assert!(scan_b.fence > scan_a.fence);
+    // ...and A's stale page is refused, as is its end of scan.
+    let err = a
+        .commit_page(
+            &scan_a,
+            synthd::store::PageRows {
+                upserts: vec![("x".into(), [1; 32])],
+                created: 1,
+                events: vec![],
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, synthd::store::StoreError::LostClaim { .. }),
+        "{err}"
+    );
+    let (rows, _) = synthd::ingest::scan_end(&scan_a, vec![], true, false, &[], later);
+    assert!(a.finish_scan(&scan_a, rows).await.is_err());
+    assert_eq!(
+        b.stored_hashes(&scan_b, &["x".into()]).await.unwrap(),
+        vec![None]
+    );
+    // B finishes; a process whose schedule says it last polled before B's
+    // scan finds the pair already polled.
+    let (rows, _) = synthd::ingest::scan_end(&scan_b, vec![], true, false, &[], later);
+    b.finish_scan(&scan_b, rows).await.unwrap();
+    match a.begin_scan(&request(later, Some(now))).await.unwrap() {
+        ScanClaim::Done { last_started_at } => {
+            assert_eq!(last_started_at.timestamp_millis(), later.timestamp_millis())
+        }
+        other => panic!("{other:?}"),
+    }
+    // `sync` (no schedule) scans anyway.
+    assert!(matches!(
+        a.begin_scan(&request(later, None)).await.unwrap(),
+        ScanClaim::Started(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_claimed_once_and_a_dead_claimers_work_returns_without_an_attempt() {
+    let Some(db) = PgDb::create("outbox").await else {
+        return;
+    };
+    let lease = Duration::from_secs(30);
+    let (a, b) = (db.store(lease).await, db.store(lease).await);
+    let w = hooks();
+    let fp = |id: &str| AccountFingerprint {
+        id: id.into(),
+        provider: "p".into(),
+        fingerprint: "1".into(),
+    };
+    record_accounts(&a, &[fp("x"), fp("y")], &w, t0()).await;
+    // Both see the same account change: only one records it.
+    let stored = b.stored_accounts().await.unwrap();
+    assert_eq!(stored.len(), 2);
+    let now = Utc::now();
+    let got_a = a.due_deliveries("w", now, 10).await.unwrap();
+    assert_eq!(got_a.len(), 2);
+    assert!(
+        b.due_deliveries("w", now, 10).await.unwrap().is_empty(),
+        "claimed by a"
+    );
+    // A dies. After its lease, B gets them, attempts unchanged.
+    let later = now + chrono::Duration::seconds(31);
+    let got_b = b.due_deliveries("w", later, 10).await.unwrap();
+    assert_eq!(got_b.len(), 2);
+    assert!(got_b.iter().all(|d| d.attempts_made == 0));
+    // A, back from the dead, records an attempt: it no longer counts.
+    a.record_attempts(&[AttemptOutcome {
+        delivery_id: got_a[0].id.clone(),
+        webhook_id: "w".into(),
+        attempt: attempt(1, later, 200),
+        next: NextStep::Delivered,
+    }])
+    .await
+    .unwrap();
+    let (view, _, attempts) = b.delivery(&got_a[0].id).await.unwrap().unwrap();
+    assert_eq!((view.status, attempts.len()), (DeliveryStatus::Pending, 0));
+    // B's attempt does.
+    b.record_attempts(&[AttemptOutcome {
+        delivery_id: got_b[0].id.clone(),
+        webhook_id: "w".into(),
+        attempt: attempt(1, later, 200),
+        next: NextStep::Delivered,
+    }])
+    .await
+    .unwrap();
+    let (view, _, _) = a.delivery(&got_b[0].id).await.unwrap().unwrap();
+    assert_eq!(view.status, DeliveryStatus::Delivered);
+    // A process that stops gives its claims back at once.
+    b.leave().await.unwrap();
+    assert_eq!(a.due_deliveries("w", later, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_register_and_a_newer_schema_is_refused() {
+    let Some(db) = PgDb::create("instances").await else {
+        return;
+    };
+    let a = db.store(Duration::from_secs(30)).await;
+    a.heartbeat(Utc::now()).await.unwrap();
+    let seen = a.instances().await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].pid, std::process::id());
+    a.leave().await.unwrap();
+    assert!(a.instances().await.unwrap().is_empty());
+
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute("UPDATE synthd_schema SET version = 99")
+        .await
+        .unwrap();
+    let err = synthd::store::Store::connect_postgres(&db.url, 2, Duration::from_secs(30))
+        .await
+        .err()
+        .expect("a newer schema");
+    assert!(
+        matches!(
+            err,
+            synthd::store::StoreError::NewerSchema { found: 99, .. }
+        ),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("hunter"), "{err}");
 }

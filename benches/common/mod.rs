@@ -591,9 +591,20 @@ impl Measured {
     }
 }
 
-/// `synthd --config <config> <args…>`, with a clean environment.
+/// `synthd --config <config> <args…>`, with a clean environment. With
+/// `BENCH_WRAP` set (e.g. `"perf record -g -o /tmp/perf.data --"`), the
+/// command runs under that wrapper: for profiling, not for figures.
 pub fn synthd(config: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(SYNTHD);
+    let wrap = std::env::var("BENCH_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(SYNTHD);
+            c
+        }
+        None => Command::new(SYNTHD),
+    };
     cmd.arg("--config").arg(config).args(args);
     clean_env(&mut cmd);
     cmd

@@ -68,6 +68,9 @@ struct Frame {
 struct Member {
     key: (usize, usize),
     end: usize,
+    /// The key's text has no escape and no character at or above U+E000,
+    /// so byte order is UTF-16 order.
+    simple: bool,
 }
 
 /// What is known about the value that comes next.
@@ -126,9 +129,13 @@ impl Canonicalizer {
                     write_str(record, key, &mut self.out);
                     let end = self.out.len();
                     self.out.push(b':');
+                    let simple = !self.out[start + 1..end - 1]
+                        .iter()
+                        .any(|&c| c == b'\\' || c >= 0xEE);
                     self.members.push(Member {
                         key: (start, end),
                         end: 0,
+                        simple,
                     });
                 }
                 Event::EndObject => {
@@ -241,17 +248,23 @@ impl Canonicalizer {
         let members = &self.members[frame.members_start..];
         let out = &self.out;
         let key = |m: &Member| &out[m.key.0 + 1..m.key.1 - 1];
+        let order = |a: &Member, b: &Member| {
+            if a.simple && b.simple {
+                key(a).cmp(key(b))
+            } else {
+                key_order(key(a), key(b))
+            }
+        };
         let ordered = members
             .windows(2)
-            .all(|w| key_order(key(&w[0]), key(&w[1])) == std::cmp::Ordering::Less);
+            .all(|w| order(&w[0], &w[1]) == std::cmp::Ordering::Less);
         if ordered {
             self.out.push(b'}');
         } else {
             self.order.clear();
             self.order.extend(0..members.len());
             // Stable, so among repeated keys the last one stays last.
-            self.order
-                .sort_by(|&a, &b| key_order(key(&members[a]), key(&members[b])));
+            self.order.sort_by(|&a, &b| order(&members[a], &members[b]));
             self.tmp.clear();
             self.tmp.push(b'{');
             for (n, &i) in self.order.iter().enumerate() {
@@ -384,6 +397,17 @@ const EXACT_IN_DOUBLE: u64 = 1 << 53;
 /// the double range is its normalised decimal (`10e399` → `1e+400`).
 pub fn write_number(token: &str, out: &mut Vec<u8>) {
     let integer = !token.bytes().any(|c| matches!(c, b'.' | b'e' | b'E'));
+    let digits = token.len() - usize::from(token.starts_with('-'));
+    if integer && digits <= 15 {
+        // Below 10^15 < 2^53: exact as a double, and ECMAScript writes it
+        // as its digits, which JSON already has without leading zeros.
+        if token == "-0" {
+            out.push(b'0');
+        } else {
+            out.extend_from_slice(token.as_bytes());
+        }
+        return;
+    }
     if integer {
         let big = match token.parse::<i64>() {
             Ok(v) => v.unsigned_abs() > EXACT_IN_DOUBLE,

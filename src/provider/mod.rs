@@ -85,6 +85,14 @@ pub enum FetchError {
         content_type: String,
         what: String,
     },
+    #[error(
+        "GET {url}: record {index} of the response is not JSON ({detail}); the page was not applied"
+    )]
+    RecordNotJson {
+        url: String,
+        index: usize,
+        detail: String,
+    },
     #[error("GET {url}: response JSON is truncated ({detail})")]
     TruncatedJson { url: String, detail: String },
     #[error("GET {url}: response is larger than the {limit}-byte page limit (max_page_bytes)")]

@@ -70,6 +70,8 @@ pub enum ScanError {
 /// A page: the body's text, where each record is in it, and the probes.
 #[derive(Debug)]
 pub struct Page {
+    /// The (redacted) URL it came from, for errors about its records.
+    pub url: String,
     text: String,
     records: Vec<Range<usize>>,
     probes: Vec<Option<Probe>>,
@@ -124,6 +126,7 @@ pub fn scan(body: Vec<u8>, records: &Pointer, probes: &[&Pointer]) -> Result<Pag
         None => Err(ScanError::Records(RecordsProblem::Missing)),
         Some(Err(problem)) => Err(ScanError::Records(problem)),
         Some(Ok(())) => Ok(Page {
+            url: String::new(),
             text,
             records: walked.spans,
             probes: walked.probes,
@@ -203,9 +206,10 @@ fn walk(text: &str, records: Option<&Pointer>, probes: &[&Pointer]) -> Result<Wa
             && !frame.object
         {
             if frame.records {
-                // A record: find its end; nothing inside it is probed.
+                // A record: find its end; nothing inside it is probed, and
+                // its grammar is checked when it is canonicalised.
                 let end = match event {
-                    Event::StartObject | Event::StartArray => parser.skip_container()?,
+                    Event::StartObject | Event::StartArray => parser.skip_container_unchecked()?,
                     _ => parser.pos(),
                 };
                 spans.push(start..end);

@@ -202,10 +202,11 @@ impl PgStore {
             url: shown.clone(),
             detail,
         };
+        let (url, check) = tls_policy(url);
         let pg: tokio_postgres::Config = url.parse().map_err(|_| {
             fail("the connection URL does not parse (postgres://user@host:5432/db)".into())
         })?;
-        let tls = tls_connector().map_err(fail)?;
+        let tls = tls_connector(&check).map_err(fail)?;
         let manager = Manager::from_config(
             pg,
             tls,
@@ -309,18 +310,148 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// rustls with the system's trust store, for URLs that ask for TLS
-/// (`sslmode=require`); plain connections stay plain.
-fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+/// How a connection URL asks for TLS, read the way libpq reads it so the
+/// URL that works with `psql` works here: `sslmode=disable` is plain;
+/// `prefer` (the default) and `require` encrypt without checking the
+/// server's certificate; `verify-ca` and `verify-full` check it against
+/// `sslrootcert` when given, else the system's trust store (`require`
+/// with an `sslrootcert` checks too, as in libpq).
+#[derive(Debug, PartialEq)]
+enum CertCheck {
+    None,
+    System,
+    RootFile(std::path::PathBuf),
+}
+
+/// Splits what tokio-postgres cannot parse (`verify-*` modes and
+/// `sslrootcert`) out of the URL. Returns the URL to hand on and how to
+/// check the certificate.
+fn tls_policy(url: &str) -> (String, CertCheck) {
+    let mut verify = false;
+    let mut root = None;
+    let rewrite = |key: &str, value: &str, verify: &mut bool, root: &mut Option<String>| {
+        if key == "sslmode" && (value == "verify-ca" || value == "verify-full") {
+            *verify = true;
+            Some(("sslmode".to_string(), "require".to_string()))
+        } else if key == "sslrootcert" {
+            *root = Some(value.to_string());
+            None
+        } else {
+            Some((key.to_string(), value.to_string()))
+        }
+    };
+    let url = match url::Url::parse(url) {
+        Ok(mut u) if u.query().is_some() => {
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .filter_map(|(k, v)| rewrite(&k, &v, &mut verify, &mut root))
+                .collect();
+            u.query_pairs_mut().clear().extend_pairs(pairs);
+            u.to_string()
+        }
+        Ok(_) => url.to_string(),
+        // key=value form
+        Err(_) => url
+            .split_whitespace()
+            .filter_map(|kv| match kv.split_once('=') {
+                Some((k, v)) => {
+                    rewrite(k, v, &mut verify, &mut root).map(|(k, v)| format!("{k}={v}"))
+                }
+                None => Some(kv.to_string()),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    let check = match (root, verify) {
+        (Some(path), _) => CertCheck::RootFile(path.into()),
+        (None, true) => CertCheck::System,
+        (None, false) => CertCheck::None,
+    };
+    (url, check)
+}
+
+fn tls_connector(check: &CertCheck) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
     use rustls_platform_verifier::BuilderVerifierExt as _;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
-        .with_platform_verifier()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
-        .with_no_client_auth();
+        .map_err(|e| format!("TLS setup failed: {e}"))?;
+    let config = match check {
+        CertCheck::System => builder
+            .with_platform_verifier()
+            .map_err(|e| format!("TLS setup failed: {e}"))?
+            .with_no_client_auth(),
+        CertCheck::RootFile(path) => {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject as _;
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        CertCheck::None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+            .with_no_client_auth(),
+    };
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// `sslmode=prefer`/`require`: the session is encrypted and the handshake
+/// signatures are checked, but the certificate is not (libpq's meaning of
+/// those modes; `verify-full` is the one that authenticates the server).
+#[derive(Debug)]
+struct EncryptOnly(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// The server's own message for a database error (the Display of
@@ -428,7 +559,7 @@ impl PgStore {
         let now = ms(Utc::now());
         let n = tx
             .execute(
-                "UPDATE poll_state SET claim_expires = $3 + $4, record_count = record_count + $5
+                "UPDATE poll_state SET claim_expires = $3::BIGINT + $4::BIGINT, record_count = record_count + $5
                  WHERE stream = $1 AND claim_token = $2 AND claim_owner = $6",
                 &[
                     &scan.stream,
@@ -693,9 +824,9 @@ impl StateStore for PgStore {
             let row = tx
                 .query_one(
                     "UPDATE poll_state SET scan_seq = scan_seq + 1, last_started_at = $2, shape = $3,
-                         claim_owner = $4, claim_token = claim_token + 1, claim_expires = $2 + $5,
-                         baseline_done = CASE WHEN $6 THEN FALSE ELSE baseline_done END,
-                         held_scan = CASE WHEN $6 THEN NULL ELSE held_scan END
+                         claim_owner = $4, claim_token = claim_token + 1, claim_expires = $2::BIGINT + $5::BIGINT,
+                         baseline_done = CASE WHEN $6::BOOLEAN THEN FALSE ELSE baseline_done END,
+                         held_scan = CASE WHEN $6::BOOLEAN THEN NULL ELSE held_scan END
                      WHERE stream = $1
                      RETURNING scan_seq, claim_token, baseline_done, held_scan, last_success_started_at,
                          last_full_scan_at, record_count",
@@ -899,11 +1030,11 @@ impl StateStore for PgStore {
         let now = ms(now);
         let rows = conn
             .query(
-                "UPDATE deliveries SET claim_owner = $4, claim_expires = $2 + $5
+                "UPDATE deliveries SET claim_owner = $4, claim_expires = $2::BIGINT + $5::BIGINT
                  WHERE seq IN (
                      SELECT d.seq FROM deliveries d
                      WHERE d.status = 'pending' AND d.webhook_id = $1
-                       AND (d.next_attempt_at <= $2 OR d.next_attempt_at > $2 + $3)
+                       AND (d.next_attempt_at <= $2 OR d.next_attempt_at > $2::BIGINT + $3::BIGINT)
                        AND (d.claim_expires IS NULL OR d.claim_expires < $2 OR d.claim_owner = $4)
                        AND NOT EXISTS (
                            SELECT 1 FROM deliveries p
@@ -1518,5 +1649,49 @@ mod tests {
             redact_db_url("host=db user=synthd password=hunter2 dbname=synthd"),
             "host=db user=synthd password=*** dbname=synthd"
         );
+    }
+
+    #[test]
+    fn sslmodes_read_as_libpq_reads_them() {
+        assert_eq!(
+            tls_policy("postgres://u@h/db"),
+            ("postgres://u@h/db".to_string(), CertCheck::None)
+        );
+        assert_eq!(
+            tls_policy("postgres://u@h/db?sslmode=require&application_name=x"),
+            (
+                "postgres://u@h/db?sslmode=require&application_name=x".to_string(),
+                CertCheck::None
+            )
+        );
+        assert_eq!(
+            tls_policy("postgres://u@h/db?sslmode=verify-full"),
+            (
+                "postgres://u@h/db?sslmode=require".to_string(),
+                CertCheck::System
+            )
+        );
+        assert_eq!(
+            tls_policy("postgres://u@h/db?sslmode=verify-ca&sslrootcert=/etc/ca.pem"),
+            (
+                "postgres://u@h/db?sslmode=require".to_string(),
+                CertCheck::RootFile("/etc/ca.pem".into())
+            )
+        );
+        assert_eq!(
+            tls_policy("host=h sslmode=verify-full sslrootcert=/ca.pem dbname=d"),
+            (
+                "host=h sslmode=require dbname=d".to_string(),
+                CertCheck::RootFile("/ca.pem".into())
+            )
+        );
+        // what is handed on parses
+        for url in [
+            "postgres://u@h/db?sslmode=verify-full",
+            "host=h sslmode=verify-ca dbname=d",
+        ] {
+            let (url, _) = tls_policy(url);
+            assert!(url.parse::<tokio_postgres::Config>().is_ok(), "{url}");
+        }
     }
 }

@@ -911,3 +911,93 @@ pub async fn record_accounts(
     let changes = synthd::ingest::account_changes(&stored, accounts, webhooks, now);
     store.apply_account_changes(&changes, now).await.unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// PostgreSQL
+// ---------------------------------------------------------------------------
+
+/// The server the PostgreSQL tests use: `$SYNTHD_TEST_POSTGRES`, by default
+/// the local one with trust auth.
+pub fn postgres_server() -> String {
+    std::env::var("SYNTHD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh database on the test server, dropped when this goes out of
+/// scope. `None` (after saying so once) when no server answers, unless
+/// `SYNTHD_REQUIRE_POSTGRES=1` (CI), where that fails the test.
+pub struct PgDb {
+    pub name: String,
+    /// The URL of the fresh database.
+    pub url: String,
+}
+
+static PG_SKIP: std::sync::Once = std::sync::Once::new();
+
+impl PgDb {
+    pub async fn create(label: &str) -> Option<PgDb> {
+        let server = postgres_server();
+        let admin = match tokio_postgres::connect(&server, tokio_postgres::NoTls).await {
+            Ok((client, conn)) => {
+                tokio::spawn(conn);
+                client
+            }
+            Err(e) => {
+                if std::env::var("SYNTHD_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                    panic!("SYNTHD_REQUIRE_POSTGRES=1 but no PostgreSQL answers at {server}: {e}");
+                }
+                PG_SKIP.call_once(|| {
+                    println!(
+                        "skipped: the PostgreSQL tests need a server at {server} ({e}); set SYNTHD_TEST_POSTGRES"
+                    )
+                });
+                return None;
+            }
+        };
+        let name = format!(
+            "synthd_t_{}_{}",
+            label,
+            ulid::Ulid::generate().to_string().to_lowercase()
+        );
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        let url = match server.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("{server} names no database"),
+        };
+        Some(PgDb { name, url })
+    }
+
+    /// A store on this database, as a synthd process would open it.
+    pub async fn store(&self, lease: Duration) -> synthd::store::Store {
+        synthd::store::Store::connect_postgres(&self.url, 4, lease)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let (server, name) = (postgres_server(), self.name.clone());
+        // Drop runs outside any runtime: a short-lived one of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&server, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
