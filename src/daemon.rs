@@ -166,6 +166,10 @@ pub async fn run(
         config_rx.clone(),
         shutdown_rx.clone(),
     ));
+    if let Some(lease) = engine.ctx.store.lease() {
+        engine.ctx.store.heartbeat(engine.ctx.clock.now()).await?;
+        tasks.spawn(heartbeat_loop(engine.clone(), lease, shutdown_rx.clone()));
+    }
 
     if options.notify_systemd {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -223,6 +227,12 @@ pub async fn run(
     if drained.is_err() {
         tracing::warn!("in-flight work abandoned at shutdown; it resumes on the next start");
     }
+    // A shared store: give back what this process holds, so the others
+    // take it at once instead of after the lease.
+    engine.deliverer.release_queued().await;
+    if let Err(e) = engine.ctx.store.leave().await {
+        tracing::warn!(error = %e, "could not deregister from the store; this process's claims expire after the lease");
+    }
     tracing::info!("synthd stopped");
     Ok(())
 }
@@ -241,6 +251,7 @@ fn keep_restart_keys(running: &Config, mut new: Config) -> Config {
             old.max_concurrent_polls != fresh.max_concurrent_polls,
         ),
         ("daemon.log_format", old.log_format != fresh.log_format),
+        ("store", running.store != new.store),
     ]
     .into_iter()
     .filter(|(_, changed)| *changed)
@@ -252,6 +263,7 @@ fn keep_restart_keys(running: &Config, mut new: Config) -> Config {
         let retention = new.daemon.retention;
         new.daemon = running.daemon.clone();
         new.daemon.retention = retention;
+        new.store = running.store.clone();
     }
     new
 }
@@ -313,8 +325,16 @@ struct Running {
     set: Arc<Mutex<HashSet<String>>>,
     id: String,
     started: Option<DateTime<Utc>>,
-    done: tokio::sync::mpsc::UnboundedSender<(String, Option<DateTime<Utc>>)>,
+    /// Look again at this time instead of after an interval: another
+    /// process holds the scan, and if it dies its claim lapses then.
+    retry_at: Option<DateTime<Utc>>,
+    done: tokio::sync::mpsc::UnboundedSender<Finished>,
 }
+
+/// A poll that ended: the account, when that poll (or the one another
+/// process made instead) started, and when to look again if not on the
+/// schedule.
+type Finished = (String, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -322,7 +342,9 @@ impl Drop for Running {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.id);
-        let _ = self.done.send((self.id.clone(), self.started));
+        let _ = self
+            .done
+            .send((self.id.clone(), self.started, self.retry_at));
     }
 }
 
@@ -452,6 +474,7 @@ async fn scheduler(
                 set: running.clone(),
                 id,
                 started: None,
+                retry_at: None,
                 done: done_tx.clone(),
             };
             let (engine, config, account) = (engine.clone(), config.clone(), account.clone());
@@ -484,6 +507,16 @@ async fn scheduler(
                         if outcomes.iter().all(|o| matches!(o.result, Err(poll::PollError::PolledElsewhere { .. }))) {
                             running.started = elsewhere.min();
                         }
+                        // Another process is scanning a resource: look
+                        // again after a lease, when a dead holder's claim
+                        // has lapsed (a live one's finished scan then
+                        // counts as this account's poll).
+                        if outcomes.iter().any(|o| matches!(o.result, Err(poll::PollError::Busy { .. }))) {
+                            let lease = engine.ctx.store.lease().unwrap_or(Duration::from_secs(60));
+                            running.started = None;
+                            running.retry_at = Some(engine.ctx.clock.now()
+                                + chrono::Duration::from_std(lease).unwrap_or_default());
+                        }
                     }
                     Err(panic) => {
                     let what = panic
@@ -511,13 +544,16 @@ async fn scheduler(
             .min(Duration::from_secs(60));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            Some((id, started)) = done_rx.recv() => {
+            Some((id, started, retry_at)) = done_rx.recv() => {
                 let now = engine.ctx.clock.now();
                 if let Some(at) = started {
                     last_start.insert(id.clone(), at);
                 }
                 if let Some(account) = index.get(&id).map(|&i| &config.accounts[i]).filter(|a| a.enabled) {
-                    queue.push(account, last_start.get(&id).copied(), now);
+                    match retry_at {
+                        Some(at) => queue.heap.push(std::cmp::Reverse((at, id.clone()))),
+                        None => queue.push(account, last_start.get(&id).copied(), now),
+                    }
                 }
             }
             _ = config_rx.changed() => {
@@ -588,6 +624,34 @@ async fn delivery_loop(
         }
     }
     while in_flight.join_next().await.is_some() {}
+}
+
+/// Keeps this process registered in a shared store and its claims alive,
+/// four times per lease (at most every 30 s). A process that stops
+/// beating (killed, paused, cut off) loses its claims when they lapse.
+async fn heartbeat_loop(engine: Engine, lease: Duration, mut shutdown: watch::Receiver<bool>) {
+    let every = (lease / 4).clamp(Duration::from_millis(500), Duration::from_secs(30));
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        match engine.ctx.store.heartbeat(engine.ctx.clock.now()).await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("the shared store answers heartbeats again");
+            }
+            Ok(()) => {}
+            Err(e) => {
+                if !failing {
+                    tracing::error!(error = %e,
+                        "cannot renew this process's claims in the shared store; scans and deliveries it holds pass to other processes when the lease runs out");
+                }
+                failing = true;
+            }
+        }
+    }
 }
 
 /// How often the delivery log is pruned, and how many rows one transaction
@@ -662,6 +726,7 @@ mod tests {
             set: set.clone(),
             id: "acme".into(),
             started: Some(at),
+            retry_at: None,
             done,
         };
         let task = tokio::spawn(async move {
@@ -675,7 +740,10 @@ mod tests {
         );
         // The scheduler hears of it, with when the poll started, and
         // queues the account again.
-        assert_eq!(finished.recv().await, Some(("acme".to_string(), Some(at))));
+        assert_eq!(
+            finished.recv().await,
+            Some(("acme".to_string(), Some(at), None))
+        );
     }
 
     #[test]

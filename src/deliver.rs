@@ -458,7 +458,14 @@ impl Deliverer {
                     // still in flight (or finished but not yet recorded)
                     // must not come back from the query and go out twice.
                     let busy = locked(&self.in_flight).clone();
-                    let limit = DUE_BATCH.max(8 * webhook.concurrency);
+                    // A shared store claims what is fetched: take only a
+                    // little more than can be sent at once, so the other
+                    // processes find work too.
+                    let limit = if self.store.shared() {
+                        2 * webhook.concurrency
+                    } else {
+                        DUE_BATCH.max(8 * webhook.concurrency)
+                    };
                     let fresh: VecDeque<DueDelivery> = self
                         .store
                         .due_deliveries(&webhook.id, now, limit)
@@ -537,6 +544,23 @@ impl Deliverer {
                 }
             }
         })
+    }
+
+    /// Gives back the deliveries fetched (claimed, with a shared store) but
+    /// not started, so other processes take them at once. For shutdown.
+    pub async fn release_queued(&self) {
+        let ids: Vec<String> = std::mem::take(&mut *locked(&self.queues))
+            .into_values()
+            .flatten()
+            .map(|d| d.id)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.release_deliveries(&ids).await {
+            tracing::warn!(error = %e, deliveries = ids.len(),
+                "could not give back queued deliveries; other processes take them when the lease runs out");
+        }
     }
 
     /// One attempt at every delivery that is due now (for `sync`): repeats

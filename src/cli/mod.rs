@@ -100,6 +100,11 @@ pub enum Command {
     },
     /// Print a new random signing secret (whsec_…)
     Secret,
+    /// Manage the state store (moving from one VM's SQLite to PostgreSQL)
+    Store {
+        #[command(subcommand)]
+        action: StoreCommand,
+    },
     /// Run the whole pipeline on loopback with a simulated provider and receiver
     Demo {
         /// Stop after this long (e.g. "30s"); default: until Ctrl-C
@@ -119,6 +124,16 @@ pub enum DeliveriesCommand {
         id: String,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy an SQLite state (hashes, poll state, fingerprints, events, deliveries and attempts) into the configured PostgreSQL store, which must be empty
+    Import {
+        /// The old state directory, or its synthd.db (stop the daemon using it first)
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
     },
 }
 
@@ -260,6 +275,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Webhook {
             action: WebhookCommand::Resume { id },
         } => webhook_resume(&path, &id).await,
+        Command::Store {
+            action: StoreCommand::Import { path: source },
+        } => store_import(&path, &source).await,
         Command::Demo { run_for, interval } => crate::demo::run(run_for, interval)
             .await
             .map(|()| ExitCode::SUCCESS)
@@ -281,7 +299,7 @@ fn check(path: &std::path::Path) -> Result<ExitCode, Failure> {
 pub fn describe_plan(config: &Config) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let _ = writeln!(out, "state: {}", config.db_path().display());
+    let _ = writeln!(out, "state: {}", config.describe_store());
     let _ = writeln!(out, "accounts:");
     for a in &config.accounts {
         let provider = config.provider(&a.provider);
@@ -337,8 +355,7 @@ async fn run(path: PathBuf) -> Result<ExitCode, Failure> {
     let config = config::load(&path)?;
     logging::init(config.daemon.log_format, Target::Stdout, "info");
     raise_fd_limit();
-    let _lock = crate::store::StateLock::acquire(&config.daemon.state_dir)?;
-    let store = Store::open_sqlite(&config.daemon.state_dir)?;
+    let (store, _lock) = open_store(&config, Access::Exclusive).await?;
     let engine = Engine::new(store, &config, Arc::new(SystemClock));
     daemon::run(
         engine,
@@ -384,6 +401,8 @@ struct SyncLine {
     account: String,
     resource: String,
     ok: bool,
+    /// Left to another process sharing the store (not a failure).
+    skipped: bool,
     #[serde(flatten)]
     summary: Option<poll::PollSummary>,
     error: Option<String>,
@@ -420,10 +439,10 @@ async fn sync(
             "--resource {r:?}: no selected account polls this resource"
         )));
     }
-    let _lock = crate::store::StateLock::acquire(&config.daemon.state_dir)?;
-    let store = Store::open_sqlite(&config.daemon.state_dir)?;
-    let engine = Engine::new(store, &config, Arc::new(SystemClock));
+    let (store, _lock) = open_store(&config, Access::Exclusive).await?;
+    let engine = Engine::new(store.clone(), &config, Arc::new(SystemClock));
     engine.reconcile_accounts(&config).await?;
+    store.heartbeat(Utc::now()).await?;
 
     let outcomes: Vec<poll::ResourceOutcome> =
         futures_util::stream::iter(selected)
@@ -440,22 +459,30 @@ async fn sync(
             .flat_map(futures_util::stream::iter)
             .collect()
             .await;
-    let pass = engine.deliverer.deliver_pass(&config).await?;
+    let pass = engine.deliverer.deliver_pass(&config).await;
+    // Whatever happened, this process's registration and claims go now.
+    if let Err(e) = store.leave().await {
+        tracing::warn!(error = %e, "could not deregister from the store; its claims expire after the lease");
+    }
+    let pass = pass?;
 
     let mut all_ok = true;
     let mut lines = Vec::new();
     for o in outcomes {
-        let (summary, error) = match o.result {
-            Ok(s) => (Some(s), None),
+        let (summary, error, skipped) = match o.result {
+            Ok(s) => (Some(s), None, false),
+            // Another process has it: not a failure (exit 0), said plainly.
+            Err(e) if e.is_skip() => (None, Some(e.to_string()), true),
             Err(e) => {
                 all_ok = false;
-                (None, Some(e.to_string()))
+                (None, Some(e.to_string()), false)
             }
         };
         lines.push(SyncLine {
             account: o.account_id,
             resource: o.resource,
-            ok: error.is_none(),
+            ok: error.is_none() || skipped,
+            skipped,
             summary,
             error,
             duration_ms: o.duration.as_millis() as u64,
@@ -494,6 +521,9 @@ async fn sync(
                     s.pages,
                     l.duration_ms
                 ),
+                (None, Some(e)) if l.skipped => {
+                    crate::outln!("{}/{}: {}", l.account, l.resource, printable(e))
+                }
                 (None, Some(e)) => {
                     crate::outln!("{}/{}: FAILED: {}", l.account, l.resource, printable(e))
                 }
@@ -517,15 +547,9 @@ async fn sync(
 
 async fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
     let config = config::load(path)?;
-    let db = config.db_path();
-    if !db.exists() {
-        return Err(Failure::Runtime(format!(
-            "no state yet at {}; start the daemon or run `synthd sync`",
-            db.display()
-        )));
-    }
-    let store = Store::open_sqlite(&config.daemon.state_dir)?;
+    let store = open_existing(&config).await?;
     let polls = store.poll_status().await?;
+    let instances = store.instances().await?;
     let counts = store.delivery_counts().await?;
     let paused = store.paused_webhooks().await?;
     let now = Utc::now();
@@ -551,6 +575,7 @@ async fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure>
                 "polls": rows,
                 "deliveries": counts,
                 "paused_webhooks": paused.iter().map(|(id, at)| serde_json::json!({"webhook": id, "paused_at": at})).collect::<Vec<_>>(),
+                "instances": instances,
             })
         );
     } else {
@@ -586,21 +611,78 @@ async fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure>
                 fmt(Some(*at))
             );
         }
+        if store.shared() {
+            crate::outln!("processes sharing {}:", store.describe());
+            if instances.is_empty() {
+                crate::outln!("  (none running)");
+            }
+            for i in &instances {
+                crate::outln!(
+                    "  {} pid {} (synthd {}): started {}, last heartbeat {}, {} claim(s) held",
+                    i.host,
+                    i.pid,
+                    i.version,
+                    fmt(Some(i.started_at)),
+                    fmt(Some(i.heartbeat_at)),
+                    i.claims
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Opens the store of an existing state directory; commands that only read
-/// or queue should not create one.
-fn open_existing(config: &Config) -> Result<Store, Failure> {
-    let db = config.db_path();
-    if !db.exists() {
-        return Err(Failure::Runtime(format!(
-            "no state yet at {}; start the daemon or run `synthd sync`",
-            db.display()
-        )));
+/// How a command uses the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// `run` and `sync`: they poll and deliver. On SQLite they hold the
+    /// state directory's lock; on PostgreSQL claims coordinate them.
+    Exclusive,
+    /// Reads or queues: on SQLite the state must exist already.
+    Existing,
+    /// May create the state (a test send records its attempt).
+    Create,
+}
+
+/// Opens the store the config names: SQLite in the state directory, or the
+/// shared PostgreSQL database. The lock (SQLite, `Exclusive` only) is held
+/// for as long as the caller keeps it.
+async fn open_store(
+    config: &Config,
+    access: Access,
+) -> Result<(Store, Option<crate::store::StateLock>), Failure> {
+    match &config.store {
+        config::StoreConfig::Sqlite => {
+            let db = config.db_path();
+            if access == Access::Existing && !db.exists() {
+                return Err(Failure::Runtime(format!(
+                    "no state yet at {}; start the daemon or run `synthd sync`",
+                    db.display()
+                )));
+            }
+            let lock = match access {
+                Access::Exclusive => {
+                    Some(crate::store::StateLock::acquire(&config.daemon.state_dir)?)
+                }
+                _ => None,
+            };
+            Ok((Store::open_sqlite(&config.daemon.state_dir)?, lock))
+        }
+        config::StoreConfig::Postgres {
+            url,
+            pool_size,
+            lease,
+        } => Ok((
+            Store::connect_postgres(url.expose(), *pool_size, *lease).await?,
+            None,
+        )),
     }
-    Ok(Store::open_sqlite(&config.daemon.state_dir)?)
+}
+
+/// Opens the store of an existing state; commands that only read or queue
+/// should not create one.
+async fn open_existing(config: &Config) -> Result<Store, Failure> {
+    Ok(open_store(config, Access::Existing).await?.0)
 }
 
 fn find_webhook<'a>(config: &'a Config, id: &str) -> Result<&'a crate::config::Webhook, Failure> {
@@ -623,7 +705,7 @@ async fn list_deliveries(
     json: bool,
 ) -> Result<ExitCode, Failure> {
     let config = config::load(path)?;
-    let store = open_existing(&config)?;
+    let store = open_existing(&config).await?;
     let rows = store.list_deliveries(filter).await?;
     if json {
         crate::outln!("{}", serde_json::to_string(&rows).unwrap_or_default());
@@ -660,7 +742,7 @@ async fn list_deliveries(
 
 async fn show_delivery(path: &std::path::Path, id: &str, json: bool) -> Result<ExitCode, Failure> {
     let config = config::load(path)?;
-    let store = open_existing(&config)?;
+    let store = open_existing(&config).await?;
     let Some((row, payload, attempts)) = store.delivery(id).await? else {
         return Err(Failure::Usage(format!(
             "no delivery {id:?} (list them with `synthd deliveries`)"
@@ -734,7 +816,7 @@ async fn replay(
     if let Some(w) = &sel.webhook {
         find_webhook(&config, w)?;
     }
-    let store = open_existing(&config)?;
+    let store = open_existing(&config).await?;
     let enabled: Vec<String> = config
         .webhooks
         .iter()
@@ -770,7 +852,7 @@ async fn webhook_test(path: &std::path::Path, id: &str) -> Result<ExitCode, Fail
     let config = config::load(path)?;
     logging::init(config.daemon.log_format, Target::Stderr, "warn");
     let webhook = find_webhook(&config, id)?;
-    let store = Store::open_sqlite(&config.daemon.state_dir)?;
+    let (store, _) = open_store(&config, Access::Create).await?;
     let sender = crate::deliver::Sender::new();
     let attempt = crate::deliver::test_send(&store, &sender, webhook, Utc::now())
         .await
@@ -802,10 +884,44 @@ async fn webhook_test(path: &std::path::Path, id: &str) -> Result<ExitCode, Fail
     }
 }
 
+async fn store_import(
+    path: &std::path::Path,
+    source: &std::path::Path,
+) -> Result<ExitCode, Failure> {
+    let config = config::load(path)?;
+    let config::StoreConfig::Postgres {
+        url,
+        pool_size,
+        lease,
+    } = &config.store
+    else {
+        return Err(Failure::Usage(format!(
+            "`store import` copies into the PostgreSQL store the config names, but {} uses SQLite; \
+             set [store] backend = \"postgres\" and url_env (or url / url_file) first",
+            path.display()
+        )));
+    };
+    let dir = crate::store::import::source_dir(source)?;
+    let target = crate::store::postgres::PgStore::connect(url.expose(), *pool_size, *lease).await?;
+    let done = crate::store::import::import_sqlite(&dir, &target).await?;
+    crate::outln!(
+        "imported {} into {}:",
+        dir.join("synthd.db").display(),
+        target.describe_url()
+    );
+    for (table, rows) in &done.tables {
+        crate::outln!("  {table}: {rows} rows");
+    }
+    crate::outln!(
+        "start `synthd run` with this config on each VM; resources keep their baselines and pending deliveries go out from the shared store"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn webhook_resume(path: &std::path::Path, id: &str) -> Result<ExitCode, Failure> {
     let config = config::load(path)?;
     find_webhook(&config, id)?;
-    let store = open_existing(&config)?;
+    let store = open_existing(&config).await?;
     if store.resume_webhook(id).await? {
         crate::outln!(
             "webhook {id} resumed; its queued deliveries go out on the daemon's next pass"

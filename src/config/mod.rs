@@ -465,6 +465,17 @@ impl Config {
     pub fn db_path(&self) -> PathBuf {
         self.daemon.state_dir.join("synthd.db")
     }
+
+    /// Where the state lives, as shown to operators (no password).
+    pub fn describe_store(&self) -> String {
+        match &self.store {
+            StoreConfig::Sqlite => format!("sqlite {}", self.db_path().display()),
+            StoreConfig::Postgres { url, .. } => format!(
+                "postgres {} (shared)",
+                crate::store::postgres::redact_db_url(url.expose())
+            ),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 
 use crate::detect::{Hash, SeenIds};
 
+pub mod import;
 pub mod postgres;
 pub mod sqlite;
 
@@ -487,6 +488,11 @@ pub trait StateStore: Send + Sync {
     /// lock then; claims coordinate them).
     fn shared(&self) -> bool;
 
+    /// How long an unrenewed claim lasts (`None`: nothing is claimed).
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
+
     // -- accounts and webhooks ------------------------------------------------
 
     /// Records which hash function produced the stored hashes. When it
@@ -630,8 +636,8 @@ pub trait StateStore: Send + Sync {
     async fn instances(&self) -> Result<Vec<InstanceView>, StoreError>;
 
     /// Registers this process as running (or refreshes its registration),
-    /// and forgets processes that stopped refreshing long ago. A no-op for
-    /// a store one process owns.
+    /// renews the claims it still holds, and forgets processes that
+    /// stopped refreshing long ago. A no-op for a store one process owns.
     async fn heartbeat(&self, now: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// This process stops: its registration goes and its claims are given

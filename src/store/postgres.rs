@@ -149,7 +149,7 @@ CREATE TABLE instances (
 "#];
 
 /// Advisory lock keys (arbitrary, fixed): migrations, retention, replays.
-const LOCK_MIGRATE: i64 = 0x5359_4e54_4844_0001;
+pub(super) const LOCK_MIGRATE: i64 = 0x5359_4e54_4844_0001;
 const LOCK_RETENTION: i64 = 0x5359_4e54_4844_0002;
 const LOCK_REPLAY: i64 = 0x5359_4e54_4844_0003;
 
@@ -231,14 +231,19 @@ impl PgStore {
         Ok(store)
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+    pub(super) fn err(&self, e: impl std::fmt::Display) -> StoreError {
         StoreError::Postgres {
             url: self.shown.clone(),
             detail: crate::redact::printable(&e.to_string()).into_owned(),
         }
     }
 
-    async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {
+    /// The database as shown: no password.
+    pub fn describe_url(&self) -> &str {
+        &self.shown
+    }
+
+    pub(super) async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(e) => self.err(pg_error(&e)),
             other => self.err(other),
@@ -251,10 +256,16 @@ impl PgStore {
             .await
             .map_err(|e| self.err(pg_error(&e)))?;
         let result = async {
-            conn.batch_execute(
-                "CREATE TABLE IF NOT EXISTS synthd_schema (version INTEGER NOT NULL)",
-            )
-            .await?;
+            // Checked first: IF NOT EXISTS would log a server NOTICE on
+            // every start.
+            let exists: bool = conn
+                .query_one("SELECT to_regclass('synthd_schema') IS NOT NULL", &[])
+                .await?
+                .get(0);
+            if !exists {
+                conn.batch_execute("CREATE TABLE synthd_schema (version INTEGER NOT NULL)")
+                    .await?;
+            }
             let version: i32 = match conn
                 .query_opt("SELECT version FROM synthd_schema", &[])
                 .await?
@@ -456,7 +467,7 @@ impl rustls::client::danger::ServerCertVerifier for EncryptOnly {
 
 /// The server's own message for a database error (the Display of
 /// tokio-postgres says only "db error").
-fn pg_error(e: &tokio_postgres::Error) -> String {
+pub(super) fn pg_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),
         None => crate::net::error_chain(e),
@@ -590,6 +601,10 @@ impl StateStore for PgStore {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(self.lease)
     }
 
     async fn ensure_hash_scheme(&self, scheme: &str) -> Result<bool, StoreError> {
@@ -1613,6 +1628,19 @@ impl StateStore for PgStore {
         )
         .await
         .map_err(|e| self.err(pg_error(&e)))?;
+        // A live process keeps what it holds: a scan waiting on a slow
+        // provider, deliveries queued behind the webhook's concurrency.
+        // Only claims still valid are renewed; a lapsed one may be
+        // another's already (and its owner column says so).
+        let until = ms(now) + lease_ms(self.lease);
+        for sql in [
+            "UPDATE poll_state SET claim_expires = $3 WHERE claim_owner = $1 AND claim_expires > $2",
+            "UPDATE deliveries SET claim_expires = $3 WHERE claim_owner = $1 AND claim_expires > $2",
+        ] {
+            conn.execute(sql, &[&self.owner, &ms(now), &until])
+                .await
+                .map_err(|e| self.err(pg_error(&e)))?;
+        }
         let stale = ms(now) - lease_ms(self.lease) * i64::from(STALE_LEASES);
         conn.execute("DELETE FROM instances WHERE heartbeat_at < $1", &[&stale])
             .await
