@@ -189,15 +189,45 @@ struct Digested {
     unhashable: u64,
 }
 
+/// Pages at least this long are digested on two threads (the machine's
+/// second core does half); shorter ones are not worth a thread.
+const SPLIT_AT: usize = 64;
+
 /// Digests every record of a page (on a blocking thread: this is the CPU
-/// work) and sorts out repeats. `seen` and the digester travel with it.
-fn digest_page(page: Page, digester: &mut Digester, seen: &mut SeenIds) -> Digested {
+/// work; a long page's second half on a second thread) and then sorts out
+/// repeats in page order. `seen` and the digesters travel with it.
+fn digest_page(page: Page, digesters: &mut [Digester; 2], seen: &mut SeenIds) -> Digested {
+    let records: Vec<&str> = page.records().collect();
+    let [first, second] = digesters;
+    let digest_all = |digester: &mut Digester, records: &[&str], offset: usize| {
+        records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| digester.digest(r, offset + i))
+            .collect::<Vec<_>>()
+    };
+    let results = if records.len() >= SPLIT_AT {
+        let (a, b) = records.split_at(records.len() / 2);
+        std::thread::scope(|scope| {
+            let later = scope.spawn(|| digest_all(second, b, a.len()));
+            let mut results = digest_all(first, a, 0);
+            match later.join() {
+                Ok(rest) => results.extend(rest),
+                // A panic in the helper thread is a bug: raise it here,
+                // where the pipeline turns it into an internal error.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+            results
+        })
+    } else {
+        digest_all(first, &records, 0)
+    };
     let mut out = Digested {
-        digests: Vec::with_capacity(page.len()),
+        digests: Vec::with_capacity(results.len()),
         ..Default::default()
     };
-    for (i, record) in page.records().enumerate() {
-        match digester.digest(record, i) {
+    for result in results {
+        match result {
             Ok(d) => match seen.see(&d.id, d.numeric) {
                 Sighting::First => out.digests.push(d),
                 Sighting::Duplicate => out.duplicates += 1,
@@ -375,7 +405,10 @@ async fn scan_pages(
         Ok::<_, PollError>(())
     };
     let digest = async move {
-        let mut digester = Digester::new(resource.shape(), ctx.hasher.clone());
+        let mut digester = [
+            Digester::new(resource.shape(), ctx.hasher.clone()),
+            Digester::new(resource.shape(), ctx.hasher.clone()),
+        ];
         let mut seen = seen;
         while let Some((page, pages)) = pages_rx.recv().await {
             let joined = tokio::task::spawn_blocking(move || {

@@ -239,14 +239,22 @@ impl Inner {
         ids: &[String],
     ) -> Result<Vec<Option<Hash>>, StoreError> {
         let raw = self.read(|conn| {
-            let mut st = conn
-                .prepare_cached("SELECT hash FROM records WHERE stream = ?1 AND record_id = ?2")?;
-            ids.iter()
-                .map(|id| {
-                    st.query_row(params![stream, id], |r| r.get::<_, Vec<u8>>(0))
-                        .optional()
-                })
-                .collect::<rusqlite::Result<Vec<_>>>()
+            // One read transaction for the page: without it every lookup
+            // takes and drops SQLite's shared lock (two fcntl calls each).
+            let tx = conn.unchecked_transaction()?;
+            let found = {
+                let mut st = tx.prepare_cached(
+                    "SELECT hash FROM records WHERE stream = ?1 AND record_id = ?2",
+                )?;
+                ids.iter()
+                    .map(|id| {
+                        st.query_row(params![stream, id], |r| r.get::<_, Vec<u8>>(0))
+                            .optional()
+                    })
+                    .collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            tx.finish()?;
+            Ok(found)
         })?;
         raw.into_iter()
             .zip(ids)
