@@ -188,6 +188,8 @@ pub fn employee(seed: u64, i: u64, version: u32) -> Value {
 /// `{"data":[…],"meta":{…}}`, pre-serialised.
 pub struct Pages {
     pub pages: Vec<Bytes>,
+    /// Records per page (the `per_page` the provider expects).
+    pub page_size: usize,
     pub records: usize,
     pub bytes: usize,
     /// The body served for any page past the end.
@@ -197,20 +199,29 @@ pub struct Pages {
 impl Pages {
     /// Serialises `records` into pages of [`PAGE_SIZE`].
     pub fn build(records: impl Iterator<Item = Value>, total_hint: usize) -> Pages {
-        let mut pages = Vec::with_capacity(total_hint / PAGE_SIZE + 1);
+        Pages::build_sized(records, total_hint, PAGE_SIZE)
+    }
+
+    /// Serialises `records` into pages of `page_size`.
+    pub fn build_sized(
+        records: impl Iterator<Item = Value>,
+        total_hint: usize,
+        page_size: usize,
+    ) -> Pages {
+        let mut pages = Vec::with_capacity(total_hint / page_size + 1);
         let (mut count, mut bytes) = (0usize, 0usize);
         let mut buf: Vec<u8> = Vec::new();
         let mut in_page = 0usize;
         let finish = |buf: &mut Vec<u8>, page: usize, pages: &mut Vec<Bytes>| {
             buf.extend_from_slice(
-                format!("],\"meta\":{{\"page\":{page},\"per_page\":{PAGE_SIZE},\"total\":{total_hint}}}}}")
+                format!("],\"meta\":{{\"page\":{page},\"per_page\":{page_size},\"total\":{total_hint}}}}}")
                     .as_bytes(),
             );
             pages.push(Bytes::from(std::mem::take(buf)));
         };
         for r in records {
             if in_page == 0 {
-                buf.reserve(PAGE_SIZE * 800);
+                buf.reserve(page_size.min(PAGE_SIZE) * 800);
                 buf.extend_from_slice(b"{\"data\":[");
             } else {
                 buf.push(b',');
@@ -220,7 +231,7 @@ impl Pages {
             bytes += buf.len() - before;
             count += 1;
             in_page += 1;
-            if in_page == PAGE_SIZE {
+            if in_page == page_size {
                 finish(&mut buf, pages.len() + 1, &mut pages);
                 in_page = 0;
             }
@@ -229,11 +240,12 @@ impl Pages {
             finish(&mut buf, pages.len() + 1, &mut pages);
         }
         let empty = Bytes::from(format!(
-            "{{\"data\":[],\"meta\":{{\"page\":{},\"per_page\":{PAGE_SIZE},\"total\":{total_hint}}}}}",
+            "{{\"data\":[],\"meta\":{{\"page\":{},\"per_page\":{page_size},\"total\":{total_hint}}}}}",
             pages.len() + 1
         ));
         Pages {
             pages,
+            page_size,
             records: count,
             bytes,
             empty,
@@ -350,12 +362,6 @@ async fn serve_page(State(p): State<Arc<ProviderState>>, uri: Uri, headers: Head
             Bytes::from_static(b"{\"error\":\"unauthorized\"}"),
         );
     }
-    if query_usize(&uri, "per_page") != Some(PAGE_SIZE) {
-        return reply(
-            StatusCode::BAD_REQUEST,
-            Bytes::from_static(b"{\"error\":\"per_page must be 1000\"}"),
-        );
-    }
     let page = query_usize(&uri, "page").unwrap_or(1);
     let path = uri.path();
     let pages = if path == "/employees" {
@@ -375,6 +381,12 @@ async fn serve_page(State(p): State<Arc<ProviderState>>, uri: Uri, headers: Head
             Bytes::from_static(b"{\"error\":\"not found\"}"),
         );
     };
+    if query_usize(&uri, "per_page") != Some(pages.page_size) {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            Bytes::from(format!("{{\"error\":\"per_page must be {}\"}}", pages.page_size)),
+        );
+    }
     reply(StatusCode::OK, pages.page(page))
 }
 
@@ -451,6 +463,17 @@ async fn receive(State(s): State<Arc<SinkState>>, _body: Bytes) -> (StatusCode, 
 /// The `[daemon]` table and the loopback provider, with one resource
 /// `hris_employees` at `resource_path`.
 pub fn config_head(state_dir: &Path, provider: &Provider, resource_path: &str) -> String {
+    config_head_sized(state_dir, provider, resource_path, PAGE_SIZE, "")
+}
+
+/// [`config_head`] with another page size and extra provider keys.
+pub fn config_head_sized(
+    state_dir: &Path,
+    provider: &Provider,
+    resource_path: &str,
+    page_size: usize,
+    provider_extra: &str,
+) -> String {
     format!(
         r#"[daemon]
 state_dir = {state:?}
@@ -459,9 +482,10 @@ log_format = "json"
 [providers.hris]
 base_url = "{base}"
 auth = {{ type = "bearer", token = "{TOKEN}" }}
-pagination = {{ type = "page", page_param = "page", size_param = "per_page", size = {PAGE_SIZE} }}
+pagination = {{ type = "page", page_param = "page", size_param = "per_page", size = {page_size} }}
 records = "/data"
 id = "/id"
+{provider_extra}
 
 [providers.hris.resources.hris_employees]
 path = "{resource_path}"
