@@ -384,7 +384,10 @@ async fn serve_page(State(p): State<Arc<ProviderState>>, uri: Uri, headers: Head
     if query_usize(&uri, "per_page") != Some(pages.page_size) {
         return reply(
             StatusCode::BAD_REQUEST,
-            Bytes::from(format!("{{\"error\":\"per_page must be {}\"}}", pages.page_size)),
+            Bytes::from(format!(
+                "{{\"error\":\"per_page must be {}\"}}",
+                pages.page_size
+            )),
         );
     }
     reply(StatusCode::OK, pages.page(page))
