@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 use url::Url;
 
-use crate::config::{Account, Auth, ClientAuth, OAuth2, Provider, Resource, TimeFormat};
+use crate::config::{Account, Auth, ClientAuth, Method, OAuth2, Provider, Resource, TimeFormat};
 use crate::net::{self, ReadError};
 use crate::redact::redact_url;
 
@@ -148,6 +148,9 @@ pub(crate) struct Request<'a> {
     pub provider: &'a Provider,
     pub resource: &'a Resource,
     pub url: &'a Url,
+    pub method: Method,
+    /// The JSON body of a POST.
+    pub body: Option<&'a [u8]>,
     /// Statuses that mean "no more pages" (`end_status`).
     pub end_status: &'a [u16],
 }
@@ -295,7 +298,9 @@ impl ProviderClient {
         Ok((token.to_string(), lifetime))
     }
 
-    /// One GET with auth, rate limit, retries and the size limit.
+    /// One list request (a GET, or a POST with a JSON body) with auth, rate
+    /// limit, retries and the size limit. Retrying a POST is safe: list
+    /// endpoints only read.
     pub(crate) async fn get(&self, req: &Request<'_>) -> Result<Fetched, FetchError> {
         let shown = shown_url(req.account, req.url);
         let attempts = req.provider.retries + 1;
@@ -420,9 +425,18 @@ impl ProviderClient {
                 oauth_token = Some(token);
             }
         }
-        let resp = self
-            .http
-            .get(req.url.clone())
+        let mut builder = match req.method {
+            Method::Get => self.http.get(req.url.clone()),
+            Method::Post => self.http.post(req.url.clone()),
+        };
+        if let Some(body) = req.body {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            builder = builder.body(body.to_vec());
+        }
+        let resp = builder
             .timeout(req.provider.timeout)
             .headers(headers)
             .send()
