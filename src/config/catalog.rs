@@ -14,6 +14,7 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Value};
 use serde::Deserialize;
 
+#[cfg(test)]
 use super::raw::RawAuth;
 
 /// `(name, file text)` for every `providers/*.toml`, sorted by name.
@@ -177,9 +178,12 @@ pub(super) fn overlay(base: Value, over: Value) -> Value {
 
 /// A figment dict as an inline TOML table (for examples shown to users).
 fn inline_table(dict: &Dict) -> String {
-    let parts: Vec<String> = dict
-        .iter()
-        .map(|(k, v)| format!("{k} = {}", inline_value(v)))
+    // `type` first: it says how to read the rest.
+    let mut keys: Vec<&String> = dict.keys().collect();
+    keys.sort_by_key(|k| *k != "type");
+    let parts: Vec<String> = keys
+        .into_iter()
+        .map(|k| format!("{k} = {}", inline_value(&dict[k])))
         .collect();
     if parts.is_empty() {
         "{ }".into()
