@@ -279,3 +279,278 @@ async fn every_catalog_vendor_walks_its_fixture_and_sees_exactly_the_change_set(
     assert_eq!(fixtures, names.len(), "one fixture per catalog entry");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A Stripe-style list: `starting_after=<last id>`, `has_more`, 2 per page.
+async fn after_last_list(
+    State(seen): State<Arc<Mutex<(Vec<String>, bool)>>>,
+    uri: Uri,
+) -> Response {
+    let q = query_map(&uri);
+    let mut s = lock(&seen);
+    s.0.push(uri.query().unwrap_or("").to_string());
+    let ids = ["a1", "a2", "a3", "a4", "a5"];
+    let start = match q.get("starting_after") {
+        None => 0,
+        Some(after) => match ids.iter().position(|i| i == after) {
+            Some(p) => p + 1,
+            None => return (StatusCode::BAD_REQUEST, "unknown cursor").into_response(),
+        },
+    };
+    // `stuck`: the provider ignores the cursor and serves page one again.
+    let start = if s.1 { 0 } else { start };
+    let page: Vec<Value> = ids[start..]
+        .iter()
+        .take(2)
+        .map(|id| serde_json::json!({"id": id, "object": "customer"}))
+        .collect();
+    let more = start + 2 < ids.len();
+    axum::Json(serde_json::json!({"object": "list", "data": page, "has_more": more})).into_response()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_last_walks_every_page_stops_on_has_more_and_refuses_a_loop() {
+    let seen = Arc::new(Mutex::new((Vec::new(), false)));
+    let base = serve(
+        Router::new()
+            .route("/v1/customers", axum::routing::get(after_last_list))
+            .with_state(seen.clone()),
+    )
+    .await;
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        r#"
+[providers.stripeish]
+base_url = "{base}/v1"
+records = "/data"
+pagination = {{ type = "after_last", param = "starting_after", from = "/id", has_more = "/has_more" }}
+query = {{ limit = "2" }}
+[providers.stripeish.resources.crm_accounts]
+path = "/customers"
+[[accounts]]
+id = "acme"
+provider = "stripeish"
+"#
+    ));
+    let (out, _) = env.sync(&[]).await;
+    out.assert_code(0);
+    assert_eq!(
+        lock(&seen).0,
+        vec![
+            "limit=2",
+            "limit=2&starting_after=a2",
+            "limit=2&starting_after=a4"
+        ],
+        "three pages, the last one ends on has_more = false"
+    );
+    assert_eq!(env.tracked("acme", "crm_accounts").len(), 5);
+    // A provider that ignores the cursor would loop: the scan fails and
+    // deletes nothing.
+    {
+        let mut s = lock(&seen);
+        s.0.clear();
+        s.1 = true;
+    }
+    let (out, _) = env.sync(&[]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("pagination loop"), "{}", out.stderr);
+    assert_eq!(env.tracked("acme", "crm_accounts").len(), 5);
+}
+
+/// Without `has_more`, an empty page ends an `after_last` scan.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_last_without_a_flag_stops_at_an_empty_page() {
+    let seen = Arc::new(Mutex::new((Vec::new(), false)));
+    let base = serve(
+        Router::new()
+            .route("/v1/customers", axum::routing::get(after_last_list))
+            .with_state(seen.clone()),
+    )
+    .await;
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        r#"
+[providers.stripeish]
+base_url = "{base}/v1"
+records = "/data"
+pagination = {{ type = "after_last", param = "starting_after" }}
+[providers.stripeish.resources.crm_accounts]
+path = "/customers"
+[[accounts]]
+id = "acme"
+provider = "stripeish"
+"#
+    ));
+    let (out, _) = env.sync(&[]).await;
+    out.assert_code(0);
+    let queries = lock(&seen).0.clone();
+    assert_eq!(queries.len(), 4, "{queries:?}");
+    assert_eq!(queries[3], "starting_after=a5", "the empty page after the last");
+    assert_eq!(env.tracked("acme", "crm_accounts").len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_block_overrides_a_builtin_key_by_key() {
+    // Greenhouse's built-in block keeps its Link pagination, resources and
+    // updated_since; the user's block changes the host and one query value.
+    let requests = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = requests.clone();
+    let base = serve(Router::new().fallback(move |uri: Uri| {
+        let seen = seen.clone();
+        async move {
+            lock(&seen).push(uri.to_string());
+            axum::Json(serde_json::json!([{"id": 1, "name": "x"}]))
+        }
+    }))
+    .await;
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        r#"
+[providers.greenhouse]
+base_url = "{base}/v1"
+query = {{ per_page = "2" }}
+[providers.greenhouse.resources.ats_jobs]
+query = {{ status = "open" }}
+[[accounts]]
+id = "acme"
+provider = "greenhouse"
+auth = {{ type = "basic", username = "KEY", password = "" }}
+"#
+    ));
+    let (out, _) = env.sync(&[]).await;
+    out.assert_code(0);
+    let mut got = lock(&requests).clone();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            "/v1/applications?per_page=2",
+            "/v1/candidates?per_page=2",
+            "/v1/jobs?per_page=2&status=open",
+        ]
+    );
+    let check = env.synthd(&["check"]).await;
+    check.assert_code(0);
+    assert!(
+        check.stdout.contains("ats_candidates: GET /candidates (incremental"),
+        "the built-in updated_since survives the override: {}",
+        check.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_accepts_every_catalog_entry_and_names_a_missing_param_or_auth() {
+    let mut config = String::new();
+    for entry in synthd::config::catalog::entries() {
+        let params: Vec<String> = synthd::config::catalog_params(entry.name)
+            .into_iter()
+            .map(|p| format!("{p} = \"acme\""))
+            .collect();
+        let auth = entry.auth_example();
+        config.push_str(&format!(
+            "[[accounts]]\nid = \"{0}\"\nprovider = \"{0}\"\nparams = {{ {1} }}\nauth = {auth}\n\n",
+            entry.name,
+            params.join(", ")
+        ));
+    }
+    let mut env = TestEnv::new();
+    env.write_config(&config);
+    // Placeholder credentials for every *_env the examples name.
+    let names: BTreeSet<String> = config
+        .split('"')
+        .filter(|s| s.chars().all(|c| c.is_ascii_uppercase() || c == '_') && s.len() > 3)
+        .map(str::to_string)
+        .collect();
+    for n in &names {
+        env.set_var(n, "placeholder");
+    }
+    let out = env.synthd(&["check"]).await;
+    out.assert_code(0);
+    for entry in synthd::config::catalog::entries() {
+        assert!(out.stdout.contains(&format!("provider {}", entry.name)), "{}", out.stdout);
+    }
+
+    env.write_config(
+        "[[accounts]]\nid = \"a\"\nprovider = \"bamboohr\"\nauth = { type = \"basic\", username = \"k\", password = \"x\" }\n",
+    );
+    let out = env.synthd(&["check"]).await;
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("accounts[0].params.subdomain: missing"),
+        "{}",
+        out.stderr
+    );
+
+    env.write_config(
+        "[[accounts]]\nid = \"a\"\nprovider = \"bamboohr\"\nparams = { subdomain = \"acme\", tenant = \"x\" }\nauth = { type = \"basic\", username = \"k\", password = \"x\" }\n",
+    );
+    let out = env.synthd(&["check"]).await;
+    out.assert_code(2);
+    assert!(out.stderr.contains("accounts[0].params.tenant"), "{}", out.stderr);
+
+    env.write_config(
+        "[[accounts]]\nid = \"a\"\nprovider = \"bamboohr\"\nparams = { subdomain = \"acme/../x\" }\nauth = { type = \"basic\", username = \"k\", password = \"x\" }\n",
+    );
+    let out = env.synthd(&["check"]).await;
+    out.assert_code(2);
+    assert!(out.stderr.contains("accounts[0].params.subdomain"), "{}", out.stderr);
+
+    env.write_config("[[accounts]]\nid = \"a\"\nprovider = \"hubspot\"\n");
+    let out = env.synthd(&["check"]).await;
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("accounts[0].auth: provider \"hubspot\" needs credentials"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn providers_lists_the_catalog_and_shows_one_block() {
+    let env = TestEnv::new();
+    let out = env.synthd(&["providers"]).await;
+    out.assert_code(0);
+    for entry in synthd::config::catalog::entries() {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{} ", entry.name)))
+            .unwrap_or_else(|| panic!("{} missing:\n{}", entry.name, out.stdout));
+        assert!(line.contains(&entry.meta.category), "{line}");
+    }
+    let out = env.synthd(&["providers", "--json"]).await;
+    out.assert_code(0);
+    let list = out.json();
+    let gh = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "greenhouse")
+        .unwrap();
+    assert_eq!(gh["category"], "ats");
+    assert_eq!(gh["auth"], "basic");
+    assert_eq!(
+        gh["resources"],
+        serde_json::json!(["ats_applications", "ats_candidates", "ats_jobs"])
+    );
+    assert_eq!(gh["incremental"].as_array().unwrap().len(), 3);
+    let bamboo = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "bamboohr")
+        .unwrap();
+    assert_eq!(bamboo["params"], serde_json::json!(["subdomain"]));
+
+    let out = env.synthd(&["providers", "show", "greenhouse"]).await;
+    out.assert_code(0);
+    assert!(out.stdout.starts_with('#'), "{}", out.stdout);
+    assert!(out.stdout.contains("[providers.greenhouse]"));
+    assert!(out.stdout.contains("https://developers.greenhouse.io/harvest"));
+    assert!(out.stdout.contains("provider = \"greenhouse\""));
+    assert!(out.stdout.contains("auth = { type = \"basic\""));
+
+    let out = env.synthd(&["providers", "show", "nope"]).await;
+    out.assert_code(2);
+    assert!(out.stderr.contains("no built-in provider \"nope\""), "{}", out.stderr);
+    assert!(out.stderr.contains("greenhouse"));
+}

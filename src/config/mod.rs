@@ -577,6 +577,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     validate::validate(raw, base_dir)
 }
 
+/// The `{param}` names a built-in provider's base URL needs (empty for an
+/// unknown name).
+pub fn catalog_params(name: &str) -> Vec<String> {
+    catalog::get(name)
+        .and_then(|e| catalog_provider(&e).ok())
+        .map(|p| p.params)
+        .unwrap_or_default()
+}
+
 /// Parses and validates a config held in a string (used by `demo` and tests).
 pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
     let raw: RawConfig = catalog::with_builtins(Figment::new().merge(Toml::string(text)))
