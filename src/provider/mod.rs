@@ -47,26 +47,26 @@ const MAX_TOKEN_BYTES: u64 = 1 << 20;
 /// A token without `expires_in` is assumed to last this long.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
-/// Why fetching a resource failed. Messages carry a redacted URL and never a
-/// body or credential.
+/// Why fetching a resource failed. Messages carry the method and a redacted
+/// URL (`url` is "GET https://…"), never a body or credential.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("GET {url}: HTTP {status}{hint}")]
+    #[error("{url}: HTTP {status}{hint}")]
     Status {
         url: String,
         status: u16,
         hint: &'static str,
     },
-    #[error("GET {url}: {kind}: {detail}")]
+    #[error("{url}: {kind}: {detail}")]
     Transport {
         url: String,
         kind: &'static str,
         detail: String,
     },
-    #[error("GET {url}: {detail}")]
+    #[error("{url}: {detail}")]
     Redirect { url: String, detail: String },
     #[error(
-        "GET {url}: HTTP {status} asks to wait {wait_secs}s (Retry-After), longer than the {}s a poll waits; the next scheduled poll tries again",
+        "{url}: HTTP {status} asks to wait {wait_secs}s (Retry-After), longer than the {}s a poll waits; the next scheduled poll tries again",
         MAX_RETRY_AFTER.as_secs()
     )]
     RetryAfterTooLong {
@@ -79,44 +79,44 @@ pub enum FetchError {
         attempts: u32,
         last: Box<FetchError>,
     },
-    #[error("GET {url}: response is not JSON (content-type {content_type:?}, {what})")]
+    #[error("{url}: response is not JSON (content-type {content_type:?}, {what})")]
     NotJson {
         url: String,
         content_type: String,
         what: String,
     },
     #[error(
-        "GET {url}: record {index} of the response is not JSON ({detail}); the page was not applied"
+        "{url}: record {index} of the response is not JSON ({detail}); the page was not applied"
     )]
     RecordNotJson {
         url: String,
         index: usize,
         detail: String,
     },
-    #[error("GET {url}: response JSON is truncated ({detail})")]
+    #[error("{url}: response JSON is truncated ({detail})")]
     TruncatedJson { url: String, detail: String },
-    #[error("GET {url}: response is larger than the {limit}-byte page limit (max_page_bytes)")]
+    #[error("{url}: response is larger than the {limit}-byte page limit (max_page_bytes)")]
     TooLarge { url: String, limit: u64 },
-    #[error("GET {url}: records pointer {pointer:?} {what}")]
+    #[error("{url}: records pointer {pointer:?} {what}")]
     Records {
         url: String,
         pointer: String,
         what: &'static str,
     },
-    #[error("GET {url}: pagination {key} {pointer:?} {what}")]
+    #[error("{url}: pagination {key} {pointer:?} {what}")]
     EndSignal {
         url: String,
         key: &'static str,
         pointer: String,
         what: &'static str,
     },
-    #[error("GET {url}: pagination loop: the provider returned the same {what} twice")]
+    #[error("{url}: pagination loop: the provider returned the same {what} twice")]
     Loop { url: String, what: &'static str },
     #[error(
         "stopped after max_pages = {max} pages with more to fetch; raise max_pages or narrow the resource"
     )]
     MaxPages { max: u64 },
-    #[error("GET {url}: next page URL {detail}")]
+    #[error("{url}: next page URL {detail}")]
     BadNext { url: String, detail: String },
     #[error("OAuth2 token request to {url} failed: {detail}")]
     OAuth { url: String, detail: String },
@@ -302,7 +302,11 @@ impl ProviderClient {
     /// limit, retries and the size limit. Retrying a POST is safe: list
     /// endpoints only read.
     pub(crate) async fn get(&self, req: &Request<'_>) -> Result<Fetched, FetchError> {
-        let shown = shown_url(req.account, req.url);
+        let shown = format!(
+            "{} {}",
+            req.method.as_str(),
+            shown_url(req.account, req.url)
+        );
         let attempts = req.provider.retries + 1;
         let mut rejected_token: Option<String> = None;
         let mut attempt = 0;

@@ -247,7 +247,11 @@ impl<'a> Pager<'a> {
             });
         }
         let (url, body) = self.build(&next);
-        let shown = shown_url(self.account, &url);
+        let shown = format!(
+            "{} {}",
+            self.resource.method.as_str(),
+            shown_url(self.account, &url)
+        );
         let url_hash = {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             url.as_str().hash(&mut h);
@@ -300,7 +304,7 @@ impl<'a> Pager<'a> {
         };
         let first_byte = bytes.iter().copied().find(|b| !b.is_ascii_whitespace());
         let probe_refs: Vec<&Pointer> = self.probes.pointers.iter().collect();
-        let page = page::scan(bytes, &self.resource.records, &probe_refs).map_err(|e| {
+        let mut page = page::scan(bytes, &self.resource.records, &probe_refs).map_err(|e| {
             body_error(
                 &shown,
                 &self.resource.records,
@@ -309,6 +313,7 @@ impl<'a> Pager<'a> {
                 e,
             )
         })?;
+        page.url = shown.clone();
         self.records += page.len() as u64;
         self.next = self.following(&shown, &url, next, &headers, &page, body_hash)?;
         self.fetched.insert(url_hash);
