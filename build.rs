@@ -20,7 +20,12 @@ fn main() {
     for name in names {
         let path = dir.join(format!("{name}.toml"));
         println!("cargo:rerun-if-changed={}", path.display());
-        writeln!(out, "    ({name:?}, include_str!({:?})),", path.display().to_string()).unwrap();
+        writeln!(
+            out,
+            "    ({name:?}, include_str!({:?})),",
+            path.display().to_string()
+        )
+        .unwrap();
     }
     out.push_str("]\n");
     let target = Path::new(&std::env::var("OUT_DIR").unwrap()).join("catalog.rs");

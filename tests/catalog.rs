@@ -136,7 +136,10 @@ async fn vendor(
     if body.is_some()
         && headers.get("content-type").and_then(|v| v.to_str().ok()) != Some("application/json")
     {
-        return refuse(&mut f, "a JSON body without content-type application/json".into());
+        return refuse(
+            &mut f,
+            "a JSON body without content-type application/json".into(),
+        );
     }
     let exchanges = spec["exchanges"].as_array().unwrap();
     let found = exchanges.iter().position(|e| {
@@ -149,7 +152,7 @@ async fn vendor(
                 .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
                 .collect::<BTreeMap<_, _>>()
                 == query
-            && (e["body"].is_null() && body.is_none() || Some(&e["body"]) == body.as_ref())
+            && ((e["body"].is_null() && body.is_none()) || Some(&e["body"]) == body.as_ref())
     });
     let Some(i) = found else {
         return refuse(
@@ -166,7 +169,11 @@ async fn vendor(
     for (k, v) in e["response"]["headers"].as_object().unwrap() {
         resp.headers_mut().insert(
             axum::http::HeaderName::try_from(k.as_str()).unwrap(),
-            v.as_str().unwrap().replace("$base", &f.base).parse().unwrap(),
+            v.as_str()
+                .unwrap()
+                .replace("$base", &f.base)
+                .parse()
+                .unwrap(),
         );
     }
     resp
@@ -280,11 +287,11 @@ async fn every_catalog_vendor_walks_its_fixture_and_sees_exactly_the_change_set(
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The queries an `after_last` list saw, and whether it ignores the cursor.
+type Seen = Arc<Mutex<(Vec<String>, bool)>>;
+
 /// A Stripe-style list: `starting_after=<last id>`, `has_more`, 2 per page.
-async fn after_last_list(
-    State(seen): State<Arc<Mutex<(Vec<String>, bool)>>>,
-    uri: Uri,
-) -> Response {
+async fn after_last_list(State(seen): State<Seen>, uri: Uri) -> Response {
     let q = query_map(&uri);
     let mut s = lock(&seen);
     s.0.push(uri.query().unwrap_or("").to_string());
@@ -304,12 +311,13 @@ async fn after_last_list(
         .map(|id| serde_json::json!({"id": id, "object": "customer"}))
         .collect();
     let more = start + 2 < ids.len();
-    axum::Json(serde_json::json!({"object": "list", "data": page, "has_more": more})).into_response()
+    axum::Json(serde_json::json!({"object": "list", "data": page, "has_more": more}))
+        .into_response()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn after_last_walks_every_page_stops_on_has_more_and_refuses_a_loop() {
-    let seen = Arc::new(Mutex::new((Vec::new(), false)));
+    let seen: Seen = Arc::new(Mutex::new((Vec::new(), false)));
     let base = serve(
         Router::new()
             .route("/v1/customers", axum::routing::get(after_last_list))
@@ -359,7 +367,7 @@ provider = "stripeish"
 /// Without `has_more`, an empty page ends an `after_last` scan.
 #[tokio::test(flavor = "multi_thread")]
 async fn after_last_without_a_flag_stops_at_an_empty_page() {
-    let seen = Arc::new(Mutex::new((Vec::new(), false)));
+    let seen: Seen = Arc::new(Mutex::new((Vec::new(), false)));
     let base = serve(
         Router::new()
             .route("/v1/customers", axum::routing::get(after_last_list))
@@ -384,7 +392,10 @@ provider = "stripeish"
     out.assert_code(0);
     let queries = lock(&seen).0.clone();
     assert_eq!(queries.len(), 4, "{queries:?}");
-    assert_eq!(queries[3], "starting_after=a5", "the empty page after the last");
+    assert_eq!(
+        queries[3], "starting_after=a5",
+        "the empty page after the last"
+    );
     assert_eq!(env.tracked("acme", "crm_accounts").len(), 5);
 }
 
@@ -431,7 +442,9 @@ auth = {{ type = "basic", username = "KEY", password = "" }}
     let check = env.synthd(&["check"]).await;
     check.assert_code(0);
     assert!(
-        check.stdout.contains("ats_candidates: GET /candidates (incremental"),
+        check
+            .stdout
+            .contains("ats_candidates: GET /candidates (incremental"),
         "the built-in updated_since survives the override: {}",
         check.stdout
     );
@@ -466,7 +479,11 @@ async fn check_accepts_every_catalog_entry_and_names_a_missing_param_or_auth() {
     let out = env.synthd(&["check"]).await;
     out.assert_code(0);
     for entry in synthd::config::catalog::entries() {
-        assert!(out.stdout.contains(&format!("provider {}", entry.name)), "{}", out.stdout);
+        assert!(
+            out.stdout.contains(&format!("provider {}", entry.name)),
+            "{}",
+            out.stdout
+        );
     }
 
     env.write_config(
@@ -485,20 +502,29 @@ async fn check_accepts_every_catalog_entry_and_names_a_missing_param_or_auth() {
     );
     let out = env.synthd(&["check"]).await;
     out.assert_code(2);
-    assert!(out.stderr.contains("accounts[0].params.tenant"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("accounts[0].params.tenant"),
+        "{}",
+        out.stderr
+    );
 
     env.write_config(
         "[[accounts]]\nid = \"a\"\nprovider = \"bamboohr\"\nparams = { subdomain = \"acme/../x\" }\nauth = { type = \"basic\", username = \"k\", password = \"x\" }\n",
     );
     let out = env.synthd(&["check"]).await;
     out.assert_code(2);
-    assert!(out.stderr.contains("accounts[0].params.subdomain"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("accounts[0].params.subdomain"),
+        "{}",
+        out.stderr
+    );
 
     env.write_config("[[accounts]]\nid = \"a\"\nprovider = \"hubspot\"\n");
     let out = env.synthd(&["check"]).await;
     out.assert_code(2);
     assert!(
-        out.stderr.contains("accounts[0].auth: provider \"hubspot\" needs credentials"),
+        out.stderr
+            .contains("accounts[0].auth: provider \"hubspot\" needs credentials"),
         "{}",
         out.stderr
     );
@@ -545,12 +571,19 @@ async fn providers_lists_the_catalog_and_shows_one_block() {
     out.assert_code(0);
     assert!(out.stdout.starts_with('#'), "{}", out.stdout);
     assert!(out.stdout.contains("[providers.greenhouse]"));
-    assert!(out.stdout.contains("https://developers.greenhouse.io/harvest"));
+    assert!(
+        out.stdout
+            .contains("https://developers.greenhouse.io/harvest")
+    );
     assert!(out.stdout.contains("provider = \"greenhouse\""));
     assert!(out.stdout.contains("auth = { type = \"basic\""));
 
     let out = env.synthd(&["providers", "show", "nope"]).await;
     out.assert_code(2);
-    assert!(out.stderr.contains("no built-in provider \"nope\""), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no built-in provider \"nope\""),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("greenhouse"));
 }

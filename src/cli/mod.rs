@@ -350,7 +350,12 @@ pub fn describe_plan(config: &Config) -> String {
                 }
                 None => "full scan".to_string(),
             };
-            let _ = writeln!(out, "    {r}: {} {} ({mode})", res.method.as_str(), res.path);
+            let _ = writeln!(
+                out,
+                "    {r}: {} {} ({mode})",
+                res.method.as_str(),
+                res.path
+            );
         }
     }
     let _ = writeln!(out, "webhooks:");

@@ -68,8 +68,10 @@ impl Entry {
 
     /// The example auth, parsed (checked by the catalog test).
     #[cfg(test)]
-    pub(super) fn auth_raw(&self) -> Result<RawAuth, figment::Error> {
-        Figment::from(Serialized::defaults(self.meta.auth.clone())).extract()
+    pub(super) fn auth_raw(&self) -> Result<RawAuth, String> {
+        Figment::from(Serialized::defaults(self.meta.auth.clone()))
+            .extract()
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -672,7 +672,9 @@ fn validate_pagination(path: &str, raw: RawPagination) -> Result<Pagination, Con
                 Some(other) => {
                     return Err(ConfigError::new(
                         format!("{path}.in"),
-                        format!("{other:?} is not a place; use \"query\" (the default) or \"body\""),
+                        format!(
+                            "{other:?} is not a place; use \"query\" (the default) or \"body\""
+                        ),
                     ));
                 }
             };
@@ -921,7 +923,10 @@ fn validate_account(
         ));
     };
     let (template, template_key) = match &raw.base_url {
-        None => (provider.base_url.clone(), format!("providers.{}.base_url", provider.name)),
+        None => (
+            provider.base_url.clone(),
+            format!("providers.{}.base_url", provider.name),
+        ),
         Some(u) => (u.clone(), format!("{path}.base_url")),
     };
     let needed = placeholders(&template_key, &template)?;
@@ -1564,4 +1569,38 @@ fn parse_event_filter(path: &str, s: &str) -> Result<EventFilter, ConfigError> {
             "{s:?} is not an event filter: use \"hris_employees.created\", \"hris_employees.*\" or \"*\""
         ),
     ))
+}
+
+#[cfg(test)]
+mod placeholder_tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_found_once_each_and_malformed_ones_refused() {
+        let p = |s: &str| placeholders("k", s);
+        assert_eq!(
+            p("https://{sub}.x.com/{a_1}/v1/{sub}").unwrap(),
+            vec!["sub".to_string(), "a_1".to_string()]
+        );
+        assert!(p("https://x.com/v1").unwrap().is_empty());
+        assert!(
+            p("https://{sub.x.com")
+                .unwrap_err()
+                .message
+                .contains("without its '}'")
+        );
+        assert!(
+            p("https://sub}.x.com")
+                .unwrap_err()
+                .message
+                .contains("without its '{'")
+        );
+        assert!(p("https://{}.x.com").is_err());
+        assert!(p("https://{Sub}.x.com").is_err());
+        let names = vec!["sub".to_string()];
+        assert_eq!(
+            fill("https://{sub}.x.com/{sub}", &names, |_| "acme"),
+            "https://acme.x.com/acme"
+        );
+    }
 }
