@@ -587,3 +587,77 @@ async fn providers_lists_the_catalog_and_shows_one_block() {
     );
     assert!(out.stderr.contains("greenhouse"));
 }
+
+/// A POST list whose cursor travels in the body: a provider that hands back
+/// the same cursor forever is a loop (nothing deleted), and `max_pages`
+/// bounds a provider that never ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_cursor_gets_the_loop_guard_and_max_pages() {
+    // mode 0: two pages then has_more = false; 1: the same cursor forever;
+    // 2: a new cursor forever.
+    let state = Arc::new(Mutex::new((0u8, Vec::<Value>::new())));
+    let shared = state.clone();
+    let base = serve(Router::new().fallback(move |body: Bytes| {
+        let shared = shared.clone();
+        async move {
+            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let mut s = lock(&shared);
+            s.1.push(body.clone());
+            let n = s.1.len();
+            let (cursor, more) = match s.0 {
+                0 if body.get("cursor").is_some() => ("c-end".to_string(), false),
+                0 => ("c-1".to_string(), true),
+                1 => ("c-same".to_string(), true),
+                _ => (format!("c-{n}"), true),
+            };
+            let id = if s.0 == 0 { n } else { 1 };
+            axum::Json(serde_json::json!({
+                "entries": [{"id": format!("f{id}")}], "cursor": cursor, "has_more": more
+            }))
+        }
+    }))
+    .await;
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        r#"
+[providers.boxish]
+base_url = "{base}/2"
+max_pages = 5
+[providers.boxish.resources.documents_files]
+path = "/files/list"
+method = "POST"
+body = {{ recursive = true }}
+records = "/entries"
+pagination = {{ type = "cursor", in = "body", next = "/cursor", has_more = "/has_more", continue_path = "/files/list/continue" }}
+[[accounts]]
+id = "acme"
+provider = "boxish"
+"#
+    ));
+    let (out, _) = env.sync(&[]).await;
+    out.assert_code(0);
+    assert_eq!(
+        lock(&state).1,
+        vec![
+            serde_json::json!({"recursive": true}),
+            serde_json::json!({"cursor": "c-1"})
+        ]
+    );
+    assert_eq!(env.tracked("acme", "documents_files"), vec!["f1", "f2"]);
+
+    lock(&state).0 = 1;
+    let (out, _) = env.sync(&[]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("POST ") && out.stderr.contains("pagination loop"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.tracked("acme", "documents_files"), vec!["f1", "f2"]);
+
+    lock(&state).0 = 2;
+    let (out, _) = env.sync(&[]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("max_pages = 5"), "{}", out.stderr);
+    assert_eq!(env.tracked("acme", "documents_files"), vec!["f1", "f2"]);
+}

@@ -1604,3 +1604,56 @@ mod placeholder_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod list_request_tests {
+    use crate::config::from_toml_str;
+    use std::path::Path;
+
+    fn error(resource: &str) -> String {
+        let text = format!(
+            "[providers.p]\nbase_url = \"http://127.0.0.1:1\"\n[providers.p.resources.crm_contacts]\npath = \"/c\"\n{resource}\n"
+        );
+        from_toml_str(&text, Path::new("."))
+            .map(|_| String::new())
+            .unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn post_bodies_and_the_new_pagination_keys_are_checked() {
+        assert!(error("method = \"POST\"\nbody = { limit = 1 }").is_empty());
+        assert!(error("method = \"PUT\"").contains("crm_contacts.method"));
+        assert!(error("body = { limit = 1 }").contains("only sent with method = \"POST\""));
+        assert!(error("method = \"POST\"\nbody = 3").contains("must be a table"));
+        assert!(
+            error("pagination = { type = \"cursor\", next = \"/n\", in = \"body\" }")
+                .contains("pagination.in: a cursor in the body needs method")
+        );
+        assert!(
+            error("pagination = { type = \"cursor\", next = \"/n\", in = \"header\" }")
+                .contains("pagination.in")
+        );
+        assert!(
+            error("pagination = { type = \"cursor\", next = \"/n\", continue_path = \"/c\" }")
+                .contains("set in = \"body\"")
+        );
+        assert!(
+            error("method = \"POST\"\npagination = { type = \"cursor\", next = \"/n\", in = \"body\", continue_path = \"c\" }")
+                .contains("continue_path")
+        );
+        assert!(
+            error(
+                "pagination = { type = \"after_last\", param = \"starting_after\", from = \"\" }"
+            )
+            .contains("pagination.from")
+        );
+        assert!(
+            error("pagination = { type = \"after_last\", param = \"\" }")
+                .contains("pagination.param")
+        );
+        assert!(
+            error("query = { starting_after = \"x\" }\npagination = { type = \"after_last\", param = \"starting_after\" }")
+                .contains("query.starting_after")
+        );
+    }
+}
