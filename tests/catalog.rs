@@ -559,6 +559,7 @@ async fn providers_lists_the_catalog_and_shows_one_block() {
         serde_json::json!(["ats_applications", "ats_candidates", "ats_jobs"])
     );
     assert_eq!(gh["incremental"].as_array().unwrap().len(), 3);
+    assert_eq!(gh["rate_limit"], "50/10s");
     let bamboo = list
         .as_array()
         .unwrap()

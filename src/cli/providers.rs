@@ -51,7 +51,8 @@ pub fn list(json: bool) -> Result<ExitCode, Failure> {
             "incremental": incremental,
             "pagination": styles,
             "params": p.params,
-            "rate_limit": entry.meta.rate_limit_doc,
+            "rate_limit": entry.rate_limit(),
+            "rate_limit_doc": entry.meta.rate_limit_doc,
         }));
     }
     if json {
@@ -61,7 +62,7 @@ pub fn list(json: bool) -> Result<ExitCode, Failure> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<18} {:<10} {:<8} {:<12} {:<50} RATE LIMIT",
+        "{:<18} {:<10} {:<8} {:<12} {:<50} RATE LIMIT (vendor's documentation)",
         "NAME", "CATEGORY", "AUTH", "INCREMENTAL", "RESOURCES"
     );
     for r in &rows {
@@ -89,7 +90,11 @@ pub fn list(json: bool) -> Result<ExitCode, Failure> {
             r["auth"].as_str().unwrap_or(""),
             incremental,
             resources,
-            r["rate_limit"].as_str().unwrap_or("")
+            format!(
+                "{} ({})",
+                r["rate_limit"].as_str().unwrap_or("none"),
+                r["rate_limit_doc"].as_str().unwrap_or("")
+            )
         );
     }
     out.push_str("\n`synthd providers show NAME` prints an entry's full block to copy and edit.\n");

@@ -61,6 +61,16 @@ impl Entry {
             .to_string()
     }
 
+    /// The `rate_limit` the entry sets (the vendor's figure where one is
+    /// published), as written.
+    pub fn rate_limit(&self) -> Option<String> {
+        self.provider
+            .as_dict()?
+            .get("rate_limit")?
+            .as_str()
+            .map(str::to_string)
+    }
+
     /// The `[providers.<name>]` table as written.
     pub(super) fn provider_value(&self) -> Value {
         self.provider.clone()
