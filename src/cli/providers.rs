@@ -84,17 +84,14 @@ pub fn list(json: bool) -> Result<ExitCode, Failure> {
         };
         let _ = writeln!(
             out,
-            "{:<18} {:<10} {:<8} {:<12} {:<50} {}",
+            "{:<18} {:<10} {:<8} {:<12} {:<50} {} ({})",
             r["name"].as_str().unwrap_or(""),
             r["category"].as_str().unwrap_or(""),
             r["auth"].as_str().unwrap_or(""),
             incremental,
             resources,
-            format!(
-                "{} ({})",
-                r["rate_limit"].as_str().unwrap_or("none"),
-                r["rate_limit_doc"].as_str().unwrap_or("")
-            )
+            r["rate_limit"].as_str().unwrap_or("none"),
+            r["rate_limit_doc"].as_str().unwrap_or("")
         );
     }
     out.push_str("\n`synthd providers show NAME` prints an entry's full block to copy and edit.\n");
