@@ -404,6 +404,9 @@ impl Queue {
 
 /// Starts polls when they are due: at most `max_concurrent_polls` at once,
 /// never two of the same account.
+/// The least time between two returns of free memory to the system.
+const TRIM_EVERY: Duration = Duration::from_secs(30);
+
 async fn scheduler(
     engine: Engine,
     mut config_rx: watch::Receiver<Arc<Config>>,
@@ -442,11 +445,20 @@ async fn scheduler(
         engine.ctx.clock.now(),
     );
 
+    // Memory freed by finished polls goes back to the system once polling
+    // goes quiet, at most every TRIM_EVERY (the trim walks the heap).
+    let mut polled_since_trim = false;
+    let mut last_trim = std::time::Instant::now();
     loop {
         if *shutdown.borrow() {
             break;
         }
         while polls.try_join_next().is_some() {}
+        if polls.is_empty() && polled_since_trim && last_trim.elapsed() >= TRIM_EVERY {
+            crate::memory::trim();
+            polled_since_trim = false;
+            last_trim = std::time::Instant::now();
+        }
         let now = engine.ctx.clock.now();
         while let Some(std::cmp::Reverse((due, _))) = queue.heap.peek() {
             if *due > now {
@@ -478,6 +490,7 @@ async fn scheduler(
                 retry_at: None,
                 done: done_tx.clone(),
             };
+            polled_since_trim = true;
             let (engine, config, account) = (engine.clone(), config.clone(), account.clone());
             // Due now: unless another process polled it in the last half
             // interval (after our last start plus half an interval).
@@ -543,6 +556,12 @@ async fn scheduler(
             })
             .unwrap_or(Duration::from_secs(60))
             .min(Duration::from_secs(60));
+        // A trim still owed wakes the loop when it is allowed.
+        let wait = if polled_since_trim {
+            wait.min(TRIM_EVERY.saturating_sub(last_trim.elapsed()))
+        } else {
+            wait
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             Some((id, started, retry_at)) = done_rx.recv() => {

@@ -267,8 +267,11 @@ pub struct Deliverer {
     /// after `PAUSED_FRESH`, so a fast receiver does not cost a query per
     /// finished attempt, while a `webhook resume` from another process is
     /// seen within a second.
-    paused: Arc<Mutex<Option<(std::time::Instant, HashSet<String>)>>>,
+    paused: Arc<Mutex<Option<PausedSet>>>,
 }
+
+/// The paused webhooks' ids and when they were read.
+type PausedSet = (std::time::Instant, HashSet<String>);
 
 /// How long the cached set of paused webhooks is trusted.
 const PAUSED_FRESH: Duration = Duration::from_secs(1);

@@ -37,6 +37,7 @@ pub mod http;
 pub mod ingest;
 pub mod json;
 pub mod logging;
+pub mod memory;
 pub mod net;
 pub mod poll;
 pub mod provider;
