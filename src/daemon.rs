@@ -508,14 +508,23 @@ async fn scheduler(
                             running.started = elsewhere.min();
                         }
                         // Another process is scanning a resource: look
-                        // again after a lease, when a dead holder's claim
-                        // has lapsed (a live one's finished scan then
-                        // counts as this account's poll).
-                        if outcomes.iter().any(|o| matches!(o.result, Err(poll::PollError::Busy { .. }))) {
-                            let lease = engine.ctx.store.lease().unwrap_or(Duration::from_secs(60));
+                        // again when its claim lapses unless renewed (at
+                        // most a lease from now), so a dead holder's work
+                        // is taken over within its lease (a live one's
+                        // finished scan then counts as this account's poll).
+                        let lapses = outcomes.iter().filter_map(|o| match &o.result {
+                            Err(poll::PollError::Busy { until, .. }) => Some(*until),
+                            _ => None,
+                        }).min();
+                        if let Some(lapses) = lapses {
+                            let now = engine.ctx.clock.now();
+                            let lease = chrono::Duration::from_std(
+                                engine.ctx.store.lease().unwrap_or(Duration::from_secs(60)),
+                            ).unwrap_or_default();
                             running.started = None;
-                            running.retry_at = Some(engine.ctx.clock.now()
-                                + chrono::Duration::from_std(lease).unwrap_or_default());
+                            running.retry_at = Some(
+                                (lapses + chrono::Duration::milliseconds(50)).clamp(now, now + lease),
+                            );
                         }
                     }
                     Err(panic) => {

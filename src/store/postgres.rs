@@ -214,8 +214,26 @@ impl PgStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // A process paused inside a transaction (SIGSTOP, a frozen VM)
+        // would keep its row locks, and with them every other process out
+        // of that pair, for as long as it stays paused: the server ends
+        // such a transaction once it has been idle for a lease, by when the
+        // paused process's claims have lapsed anyway.
+        let idle = format!(
+            "SET idle_in_transaction_session_timeout = {}",
+            lease_ms(lease)
+        );
         let pool = Pool::builder(manager)
             .max_size(pool_size)
+            .post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
+                let idle = idle.clone();
+                Box::pin(async move {
+                    client
+                        .batch_execute(&idle)
+                        .await
+                        .map_err(deadpool_postgres::HookError::Backend)
+                })
+            }))
             .build()
             .map_err(|e| fail(e.to_string()))?;
         let host = hostname();
@@ -810,26 +828,39 @@ impl StateStore for PgStore {
             .await?;
             let state = tx
                 .query_one(
-                    "SELECT claim_owner, claim_expires, last_started_at, shape FROM poll_state
+                    "SELECT claim_owner, claim_expires, last_started_at, shape, last_finished_at FROM poll_state
                      WHERE stream = $1 FOR UPDATE",
                     &[&stream],
                 )
                 .await?;
-            let (holder, expires, last_started, old_shape): (
+            let (holder, expires, last_started, old_shape, last_finished): (
                 Option<String>,
                 Option<i64>,
                 Option<i64>,
                 Option<String>,
-            ) = (state.get(0), state.get(1), state.get(2), state.get(3));
+                Option<i64>,
+            ) = (
+                state.get(0),
+                state.get(1),
+                state.get(2),
+                state.get(3),
+                state.get(4),
+            );
             if let (Some(h), Some(x)) = (&holder, expires)
                 && x > now
                 && h != &self.owner
             {
-                return Ok(ScanClaim::Busy { holder: h.clone() });
+                return Ok(ScanClaim::Busy {
+                    holder: h.clone(),
+                    until: from_ms(x),
+                });
             }
+            // Only a scan that ended (finished or failed) counts as done: one
+            // whose holder died mid-scan is taken over once its claim lapses.
             if let (Some(after), Some(last)) = (req.skip_if_started_after, last_started)
                 && last > ms(after)
                 && last <= now
+                && last_finished.is_some_and(|f| f >= last)
             {
                 return Ok(ScanClaim::Done {
                     last_started_at: from_ms(last),
@@ -1027,7 +1058,8 @@ impl StateStore for PgStore {
         let rows = conn
             .query(
                 "SELECT account_id, MIN(last_started_at) FROM poll_state
-                 WHERE last_started_at IS NOT NULL GROUP BY account_id",
+                 WHERE last_started_at IS NOT NULL GROUP BY account_id
+                 HAVING bool_and(last_finished_at >= last_started_at)",
                 &[],
             )
             .await
