@@ -1663,11 +1663,19 @@ impl StateStore for PgStore {
         // A live process keeps what it holds: a scan waiting on a slow
         // provider, deliveries queued behind the webhook's concurrency.
         // Only claims still valid are renewed; a lapsed one may be
-        // another's already (and its owner column says so).
+        // another's already (and its owner column says so). A row locked
+        // right now is being committed or recorded, which settles or renews
+        // its claim: it is skipped, as waiting for it while holding the
+        // others' locks deadlocks with a batch that locks them in another
+        // order.
         let until = ms(now) + lease_ms(self.lease);
         for sql in [
-            "UPDATE poll_state SET claim_expires = $3 WHERE claim_owner = $1 AND claim_expires > $2",
-            "UPDATE deliveries SET claim_expires = $3 WHERE claim_owner = $1 AND claim_expires > $2",
+            "UPDATE poll_state SET claim_expires = $3 WHERE stream IN (
+                 SELECT stream FROM poll_state WHERE claim_owner = $1 AND claim_expires > $2
+                 FOR UPDATE SKIP LOCKED)",
+            "UPDATE deliveries SET claim_expires = $3 WHERE seq IN (
+                 SELECT seq FROM deliveries WHERE claim_owner = $1 AND claim_expires > $2
+                 FOR UPDATE SKIP LOCKED)",
         ] {
             conn.execute(sql, &[&self.owner, &ms(now), &until])
                 .await
