@@ -496,8 +496,15 @@ async fn scheduler(
                 // account is never left marked running.
                 let mut running = guard;
                 let poll = poll::poll_account(&engine.ctx, &config, &account, None, mode);
+                // The delivery loop is woken when the poll may have queued
+                // events; a quiet poll (the usual one) costs it nothing.
+                let mut wake = true;
                 match std::panic::AssertUnwindSafe(poll).catch_unwind().await {
                     Ok(outcomes) => {
+                        wake = !outcomes.iter().all(|o| match &o.result {
+                            Ok(s) => !s.emitted || s.created + s.updated + s.deleted == 0,
+                            Err(e) => e.is_skip(),
+                        });
                         // Polled by another process meanwhile (a shared
                         // store): its time is this account's last start.
                         let elsewhere = outcomes.iter().filter_map(|o| match &o.result {
@@ -538,7 +545,9 @@ async fn scheduler(
                     }
                 }
                 drop(running);
-                engine.deliverer.wake.notify_one();
+                if wake {
+                    engine.deliverer.wake.notify_one();
+                }
             });
         }
         // Sleep until the next account is due, or a poll ends (freeing a

@@ -857,9 +857,13 @@ impl StateStore for PgStore {
             }
             // Only a scan that ended (finished or failed) counts as done: one
             // whose holder died mid-scan is taken over once its claim lapses.
+            // A start later than now comes from a wrong clock, and is not
+            // trusted; "now" is read here, after the row lock, since another
+            // process may have started and finished this pair while the
+            // caller waited for a connection or the lock.
             if let (Some(after), Some(last)) = (req.skip_if_started_after, last_started)
                 && last > ms(after)
-                && last <= now
+                && last <= now.max(ms(Utc::now()))
                 && last_finished.is_some_and(|f| f >= last)
             {
                 return Ok(ScanClaim::Done {
