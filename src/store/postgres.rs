@@ -950,6 +950,12 @@ impl StateStore for PgStore {
         // from a process that lost its claim.
         self.fence(&tx, scan, rows.created as i64).await?;
         let run = async {
+            if rows.upserts.is_empty() && rows.events.is_empty() {
+                // An unchanged page writes nothing but the lease renewal,
+                // which a crash may lose harmlessly: no WAL flush to wait for.
+                tx.batch_execute("SET LOCAL synchronous_commit = off")
+                    .await?;
+            }
             if !rows.upserts.is_empty() {
                 let (ids, hashes): (Vec<&str>, Vec<&[u8]>) = rows
                     .upserts
