@@ -247,7 +247,7 @@ impl Drop for Instance {
 /// The PostgreSQL process name `host:pid:ulid` → pid.
 fn pid_of(owner: &str) -> u32 {
     owner
-        .rsplitn(3, ':')
+        .rsplit(':')
         .nth(1)
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("claim owner {owner:?} names no pid"))
