@@ -21,6 +21,13 @@
 //! issue's targets next to the figures. Every run's output is checked (exit
 //! code and counts) so a failing run is never reported as a figure.
 //!
+//! With `SCAN_BENCH_POSTGRES=postgres://postgres@127.0.0.1:5432/postgres`
+//! each phase also runs against the PostgreSQL store (a fresh database per
+//! N, dropped after; program `synthd-pg`), and the report gives its
+//! records/s as a percentage of SQLite's in the same run (the target: the
+//! unchanged rescan at ≥ 50 % of SQLite's). Unset, or with no server
+//! answering, that part is skipped with one line.
+//!
 //! Memory per page is measured apart, where it shows: 80,000 records in
 //! ONE page (`SCAN_BENCH_BIG_PAGE` overrides the count, 0 skips it), so the
 //! page dwarfs the fixed costs; the figure is (peak RSS − the floor of a
@@ -147,6 +154,25 @@ struct Bench {
     /// The one-big-page measurement: records, page bytes, peak RSS (KiB).
     big_page: Option<(usize, usize, u64)>,
     repeat: usize,
+    /// The PostgreSQL variant's server, when it runs.
+    pg: Option<PgServer>,
+}
+
+/// Which store a synthd run uses.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Sqlite,
+    /// The server and the database's name.
+    Postgres(&'a PgServer, &'a str),
+}
+
+impl Target<'_> {
+    fn program(self) -> &'static str {
+        match self {
+            Target::Sqlite => "synthd",
+            Target::Postgres(..) => "synthd-pg",
+        }
+    }
 }
 
 impl Bench {
@@ -163,6 +189,19 @@ impl Bench {
                 + &account("bench", "")
                 + &webhook(&self.sink.url, "")),
         );
+        // The PostgreSQL variant: the same config on a fresh database.
+        let pg = self.pg.clone().map(|server| {
+            let name = server.create_db(&format!("scan{n}"), None);
+            let config = path_in(&dir, "synthd-pg.toml");
+            write(
+                &config,
+                &(config_head(&path_in(&dir, "state-pg"), &self.provider, "/employees")
+                    + &account("bench", "")
+                    + &webhook(&self.sink.url, "")
+                    + &pg_store_table("2m")),
+            );
+            (server, name, config)
+        });
         for phase in [Phase::Baseline, Phase::Unchanged, Phase::Changed] {
             if phase != Phase::Unchanged {
                 // Free the previous data set before building the next.
@@ -190,16 +229,41 @@ impl Bench {
                     Snapshot::take(&ref_dir, &path_in(&dir, "snap-reference")),
                 )
             });
+            // PostgreSQL's starting state: a template copy of the database.
+            let pg_before = match (&pg, self.repeat > 1) {
+                (Some((server, name, _)), true) => Some(server.create_db("snap", Some(name))),
+                _ => None,
+            };
             for rep in 0..self.repeat {
                 if let (Some((s, r)), true) = (&before, rep > 0) {
                     s.restore(&state);
                     r.restore(&ref_dir);
                 }
-                self.run_synthd(n, phase, &config, &state, &want);
+                if let (Some((server, name, _)), Some(snap), true) = (&pg, &pg_before, rep > 0) {
+                    server.drop_db(name);
+                    server.execute(&format!("CREATE DATABASE {name} TEMPLATE {snap}"));
+                }
+                self.run_synthd(n, phase, &config, &state, &want, Target::Sqlite);
                 if self.python {
                     self.run_reference(n, phase, &ref_db, &want);
                 }
+                if let Some((server, name, config)) = &pg {
+                    self.run_synthd(
+                        n,
+                        phase,
+                        config,
+                        &state,
+                        &want,
+                        Target::Postgres(server, name),
+                    );
+                }
             }
+            if let (Some((server, _, _)), Some(snap)) = (&pg, &pg_before) {
+                server.drop_db(snap);
+            }
+        }
+        if let Some((server, name, _)) = &pg {
+            server.drop_db(name);
         }
         self.provider.clear();
     }
@@ -211,11 +275,16 @@ impl Bench {
         config: &std::path::Path,
         state: &std::path::Path,
         want: &Expect,
+        target: Target,
     ) {
         settle();
         let sunk_before = self.sink.count();
-        let m = run_measured(synthd(config, &["sync", "--json"]));
-        let what = format!("synthd sync ({n}, {})", phase.name());
+        let mut cmd = synthd(config, &["sync", "--json"]);
+        if let Target::Postgres(server, name) = target {
+            cmd.env(PG_URL_ENV, server.url_of(name));
+        }
+        let m = run_measured(cmd);
+        let what = format!("{} sync ({n}, {})", target.program(), phase.name());
         m.expect_code(0, &what);
         let out = m.json();
         let polls = out["polls"].as_array().expect("polls");
@@ -253,10 +322,13 @@ impl Bench {
         let row = Row {
             n,
             phase,
-            program: "synthd",
+            program: target.program(),
             records: want.records,
             poll,
-            db: db_bytes(state),
+            db: match target {
+                Target::Sqlite => db_bytes(state),
+                Target::Postgres(server, name) => server.db_size(name),
+            },
             tracked: want.records,
             deliveries: delivered,
             m,
@@ -423,7 +495,8 @@ impl Bench {
              target compares with the reference's unchanged rescan. CPU vs ref: the reference's CPU s ÷\n\
              synthd's, same phase (less sensitive to other load than wall time). peak RSS: the largest\n\
              VmHWM seen polling /proc every 5 ms.\n\
-             db B/rec: synthd.db + -wal (reference: its sqlite file) after the run ÷ records tracked.\n\
+             db B/rec: synthd.db + -wal (reference: its sqlite file; synthd-pg: pg_database_size) after the\n\
+             run ÷ records tracked. synthd-pg: the same sync on the PostgreSQL store (SCAN_BENCH_POSTGRES).\n\
              disk written: /proc/<pid>/io write_bytes read at exit; write() bytes: wchar (all write calls).\n\
              webhooks: deliveries synthd made in that run (the changed rescan's events, to a loopback sink)."
         );
@@ -481,6 +554,35 @@ impl Bench {
                     "(not 1M)".into()
                 },
             ]);
+            for phase in [Phase::Baseline, Phase::Unchanged, Phase::Changed] {
+                let (Some(pg), Some(lite)) = (
+                    self.find(n, phase, "synthd-pg"),
+                    self.find(n, phase, "synthd"),
+                ) else {
+                    continue;
+                };
+                let pct = 100.0 * pg.rate() / lite.rate();
+                checks.push(vec![
+                    nn.clone(),
+                    format!(
+                        "PostgreSQL {} records/s vs SQLite's, same run ({} vs {})",
+                        phase.name(),
+                        thousands(pg.rate() as u64),
+                        thousands(lite.rate() as u64)
+                    ),
+                    if phase == Phase::Unchanged {
+                        "≥ 50 %".into()
+                    } else {
+                        "-".into()
+                    },
+                    format!("{pct:.0} %"),
+                    if phase == Phase::Unchanged {
+                        verdict(pct >= 50.0)
+                    } else {
+                        String::new()
+                    },
+                ]);
+            }
             if let Some(r) = self.find(n, Phase::Baseline, "synthd") {
                 let b = r.db as f64 / r.tracked as f64;
                 checks.push(vec![
@@ -693,6 +795,10 @@ fn main() {
         floor_kib,
         big_page: None,
         repeat,
+        pg: PgServer::from_env(
+            "SCAN_BENCH_POSTGRES",
+            "the PostgreSQL variant of the scan benchmark",
+        ),
     };
     for n in ns {
         println!("N = {}", thousands(n as u64));

@@ -510,8 +510,15 @@ async fn scheduler(
                 // account is never left marked running.
                 let mut running = guard;
                 let poll = poll::poll_account(&engine.ctx, &config, &account, None, mode);
+                // The delivery loop is woken when the poll may have queued
+                // events; a quiet poll (the usual one) costs it nothing.
+                let mut wake = true;
                 match std::panic::AssertUnwindSafe(poll).catch_unwind().await {
                     Ok(outcomes) => {
+                        wake = !outcomes.iter().all(|o| match &o.result {
+                            Ok(s) => !s.emitted || s.created + s.updated + s.deleted == 0,
+                            Err(e) => e.is_skip(),
+                        });
                         // Polled by another process meanwhile (a shared
                         // store): its time is this account's last start.
                         let elsewhere = outcomes.iter().filter_map(|o| match &o.result {
@@ -522,14 +529,23 @@ async fn scheduler(
                             running.started = elsewhere.min();
                         }
                         // Another process is scanning a resource: look
-                        // again after a lease, when a dead holder's claim
-                        // has lapsed (a live one's finished scan then
-                        // counts as this account's poll).
-                        if outcomes.iter().any(|o| matches!(o.result, Err(poll::PollError::Busy { .. }))) {
-                            let lease = engine.ctx.store.lease().unwrap_or(Duration::from_secs(60));
+                        // again when its claim lapses unless renewed (at
+                        // most a lease from now), so a dead holder's work
+                        // is taken over within its lease (a live one's
+                        // finished scan then counts as this account's poll).
+                        let lapses = outcomes.iter().filter_map(|o| match &o.result {
+                            Err(poll::PollError::Busy { until, .. }) => Some(*until),
+                            _ => None,
+                        }).min();
+                        if let Some(lapses) = lapses {
+                            let now = engine.ctx.clock.now();
+                            let lease = chrono::Duration::from_std(
+                                engine.ctx.store.lease().unwrap_or(Duration::from_secs(60)),
+                            ).unwrap_or_default();
                             running.started = None;
-                            running.retry_at = Some(engine.ctx.clock.now()
-                                + chrono::Duration::from_std(lease).unwrap_or_default());
+                            running.retry_at = Some(
+                                (lapses + chrono::Duration::milliseconds(50)).clamp(now, now + lease),
+                            );
                         }
                     }
                     Err(panic) => {
@@ -543,7 +559,9 @@ async fn scheduler(
                     }
                 }
                 drop(running);
-                engine.deliverer.wake.notify_one();
+                if wake {
+                    engine.deliverer.wake.notify_one();
+                }
             });
         }
         // Sleep until the next account is due, or a poll ends (freeing a

@@ -65,7 +65,11 @@ pub enum PollError {
     )]
     InvalidRecords { invalid: u64, first: String },
     #[error("skipped: another synthd ({holder}) is scanning this account/resource right now")]
-    Busy { holder: String },
+    Busy {
+        holder: String,
+        /// When the holder's claim lapses unless it renews it.
+        until: DateTime<Utc>,
+    },
     #[error(
         "skipped: another synthd polled this account/resource at {at} (after this one last did)"
     )]
@@ -275,7 +279,7 @@ pub async fn poll_resource(
         .await?;
     let scan = match claim {
         ScanClaim::Started(s) => s,
-        ScanClaim::Busy { holder } => return Err(PollError::Busy { holder }),
+        ScanClaim::Busy { holder, until } => return Err(PollError::Busy { holder, until }),
         ScanClaim::Done { last_started_at } => {
             return Err(PollError::PolledElsewhere {
                 at: last_started_at,

@@ -884,3 +884,119 @@ pub fn machine() -> String {
         })
         .clone()
 }
+
+// ---------------------------------------------------------------------------
+// PostgreSQL (the shared store's benchmarks)
+// ---------------------------------------------------------------------------
+
+/// The environment variable the benchmark configs name for the database
+/// URL (`[store] url_env`).
+pub const PG_URL_ENV: &str = "SYNTHD_BENCH_DATABASE_URL";
+
+/// A PostgreSQL server the benchmarks create their databases on: a URL
+/// naming a database to connect to (`postgres://postgres@127.0.0.1:5432/postgres`).
+#[derive(Clone)]
+pub struct PgServer {
+    pub url: String,
+}
+
+impl PgServer {
+    /// The server in `$var`, or `None` after printing one line saying why
+    /// the PostgreSQL part is skipped (unset, or nothing answers).
+    pub fn from_env(var: &str, what: &str) -> Option<PgServer> {
+        let Some(url) = std::env::var(var).ok().filter(|v| !v.is_empty()) else {
+            println!(
+                "{what}: skipped (set {var}=postgres://postgres@127.0.0.1:5432/postgres to run it)"
+            );
+            return None;
+        };
+        let server = PgServer { url };
+        match server.query_i64("SELECT 1::BIGINT") {
+            Ok(_) => Some(server),
+            Err(e) => {
+                println!("{what}: skipped (no PostgreSQL answers at {var}: {e})");
+                None
+            }
+        }
+    }
+
+    /// Runs `f` with a client on `url`, on a runtime of its own.
+    fn with_client<T>(
+        url: &str,
+        f: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            f(&client).await.map_err(|e| e.to_string())
+        })
+    }
+
+    /// The URL of database `name` on this server.
+    pub fn url_of(&self, name: &str) -> String {
+        match self.url.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("{} names no database", self.url),
+        }
+    }
+
+    /// Runs SQL on the server's own database.
+    pub fn execute(&self, sql: &str) {
+        Self::with_client(&self.url, async |c| c.batch_execute(sql).await)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    pub fn query_i64(&self, sql: &str) -> Result<i64, String> {
+        Self::with_client(&self.url, async |c| {
+            c.query_one(sql, &[]).await.map(|r| r.get(0))
+        })
+    }
+
+    /// A fresh database (optionally a copy of `template`); its name.
+    pub fn create_db(&self, label: &str, template: Option<&str>) -> String {
+        let name = format!(
+            "synthd_bench_{label}_{}",
+            ulid::Ulid::generate().to_string().to_lowercase()
+        );
+        let from = template.map_or(String::new(), |t| format!(" TEMPLATE {t}"));
+        self.execute(&format!("CREATE DATABASE {name}{from}"));
+        name
+    }
+
+    pub fn drop_db(&self, name: &str) {
+        self.execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    }
+
+    /// Runs SQL in database `name`.
+    pub fn execute_in(&self, name: &str, sql: &str) {
+        Self::with_client(&self.url_of(name), async |c| c.batch_execute(sql).await)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// One BIGINT from a query in database `name`.
+    pub fn query_in(&self, name: &str, sql: &str) -> i64 {
+        Self::with_client(&self.url_of(name), async |c| {
+            c.query_one(sql, &[]).await.map(|r| r.get(0))
+        })
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The database's size on disk, bytes.
+    pub fn db_size(&self, name: &str) -> u64 {
+        self.query_in(name, "SELECT pg_database_size(current_database())::BIGINT")
+            .max(0) as u64
+    }
+}
+
+/// The `[store]` table of a config on database `url_env`'s value.
+pub fn pg_store_table(lease: &str) -> String {
+    format!(
+        "\n[store]\nbackend = \"postgres\"\nurl_env = \"{PG_URL_ENV}\"\npool_size = 8\nlease = \"{lease}\"\n"
+    )
+}

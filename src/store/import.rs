@@ -344,6 +344,9 @@ pub async fn import_sqlite(dir: &Path, target: &PgStore) -> Result<Imported, Sto
         .map_err(fail)?;
     }
     pg.commit().await.map_err(fail)?;
+    // Fresh statistics, or the first scans plan their lookups blind (see
+    // `postgres::ANALYZE_AFTER`).
+    conn.batch_execute("ANALYZE").await.map_err(fail)?;
     Ok(imported)
 }
 

@@ -297,8 +297,14 @@ pub struct ScanStart {
 #[derive(Debug, Clone)]
 pub enum ScanClaim {
     Started(ScanStart),
-    Busy { holder: String },
-    Done { last_started_at: DateTime<Utc> },
+    /// `until`: when the holder's claim lapses unless renewed.
+    Busy {
+        holder: String,
+        until: DateTime<Utc>,
+    },
+    Done {
+        last_started_at: DateTime<Utc>,
+    },
 }
 
 /// A delivery whose time has come.
@@ -553,7 +559,11 @@ pub trait StateStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
-    /// When each account's most recent poll (of any resource) started.
+    /// When each account's most recent poll (of any resource) started. A
+    /// shared store leaves out an account with a scan that has not ended
+    /// (running elsewhere, or abandoned by a process that died), so that a
+    /// process starting now looks at it at once: a live scan answers
+    /// `Busy` until it ends, an abandoned one is taken over.
     async fn last_poll_starts(&self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError>;
 
     // -- deliveries -------------------------------------------------------------
