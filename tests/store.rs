@@ -713,6 +713,20 @@ async fn deliveries_are_claimed_once_and_a_dead_claimers_work_returns_without_an
     .unwrap();
     let (view, _, _) = a.delivery(&got_b[0].id).await.unwrap().unwrap();
     assert_eq!(view.status, DeliveryStatus::Delivered);
+    // A's stale attempt at that delivery, recorded after B's (the claim is
+    // released by then): B's delivered attempt stands.
+    a.record_attempts(&[AttemptOutcome {
+        delivery_id: got_b[0].id.clone(),
+        webhook_id: "w".into(),
+        attempt: attempt(1, later, 500),
+        next: NextStep::RetryAt(later + chrono::Duration::seconds(5)),
+    }])
+    .await
+    .unwrap();
+    let (view, _, attempts) = b.delivery(&got_b[0].id).await.unwrap().unwrap();
+    assert_eq!(view.status, DeliveryStatus::Delivered);
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].status_code, Some(200));
     // A process that stops gives its claims back at once.
     b.leave().await.unwrap();
     assert_eq!(a.due_deliveries("w", later, 10).await.unwrap().len(), 1);

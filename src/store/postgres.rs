@@ -1172,12 +1172,14 @@ impl StateStore for PgStore {
                     NextStep::Failed => (DeliveryStatus::Failed, None),
                 };
                 // A claim that expired and was taken by another process:
-                // that process's attempt counts, not this one.
+                // that process's attempt counts, not this one; nor does a
+                // stale attempt (a paused process resumed) once another
+                // process has recorded an attempt of the same number.
                 let n = tx
                     .execute(
                         "UPDATE deliveries SET status = $2, attempts = $3, next_attempt_at = $4, updated_at = $5,
                              last_status = $6, last_error = $7, claim_owner = NULL, claim_expires = NULL
-                         WHERE id = $1 AND (claim_owner IS NULL OR claim_owner = $8)",
+                         WHERE id = $1 AND (claim_owner IS NULL OR claim_owner = $8) AND attempts < $3",
                         &[
                             &o.delivery_id,
                             &status.as_str(),

@@ -109,7 +109,7 @@ impl Inner {
                 .prepare_cached(
                     "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, updated_at = ?5,
                          last_status = ?6, last_error = ?7
-                     WHERE id = ?1",
+                     WHERE id = ?1 AND attempts < ?3",
                 )
                 .map_err(|e| self.err(e))?;
             let mut healthy_st = tx
@@ -136,6 +136,27 @@ impl Inner {
             for o in outcomes {
                 let a = &o.attempt;
                 let at = ms(a.started_at);
+                let (status, next_at) = match o.next {
+                    NextStep::Delivered => (DeliveryStatus::Delivered, None),
+                    NextStep::RetryAt(t) => (DeliveryStatus::Pending, Some(ms(t))),
+                    NextStep::Failed => (DeliveryStatus::Failed, None),
+                };
+                // An attempt whose number was already recorded is stale:
+                // the first record stands (the same rule as PostgreSQL's).
+                let counted = delivery_st
+                    .execute(params![
+                        o.delivery_id,
+                        status.as_str(),
+                        a.number,
+                        next_at,
+                        at,
+                        a.status_code,
+                        a.error,
+                    ])
+                    .map_err(|e| self.err(e))?;
+                if counted == 0 {
+                    continue;
+                }
                 attempt_st
                     .execute(params![
                         o.delivery_id,
@@ -145,22 +166,6 @@ impl Inner {
                         a.duration_ms as i64,
                         a.response_body,
                         a.error_kind,
-                        a.error,
-                    ])
-                    .map_err(|e| self.err(e))?;
-                let (status, next_at) = match o.next {
-                    NextStep::Delivered => (DeliveryStatus::Delivered, None),
-                    NextStep::RetryAt(t) => (DeliveryStatus::Pending, Some(ms(t))),
-                    NextStep::Failed => (DeliveryStatus::Failed, None),
-                };
-                delivery_st
-                    .execute(params![
-                        o.delivery_id,
-                        status.as_str(),
-                        a.number,
-                        next_at,
-                        at,
-                        a.status_code,
                         a.error,
                     ])
                     .map_err(|e| self.err(e))?;
