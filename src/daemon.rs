@@ -41,16 +41,15 @@ impl Engine {
                 .as_ref()
                 .map(|k| k.expose().as_bytes()),
         );
+        let deliverer = Deliverer::new(store.clone(), clock.clone());
         let ctx = PollContext {
-            store: store.clone(),
+            store,
             client: crate::provider::ProviderClient::new(),
             hasher,
-            clock: clock.clone(),
+            clock,
+            events_queued: deliverer.wake.clone(),
         };
-        Engine {
-            deliverer: Deliverer::new(store, clock),
-            ctx,
-        }
+        Engine { deliverer, ctx }
     }
 
     /// Emits account.created / updated / deleted for config changes, and

@@ -22,6 +22,9 @@ pub struct PollContext {
     pub client: ProviderClient,
     pub hasher: Hasher,
     pub clock: Arc<dyn Clock>,
+    /// Told when a page commit queued events, so the daemon delivers them
+    /// while a long scan goes on (not only when it ends).
+    pub events_queued: Arc<tokio::sync::Notify>,
 }
 
 /// What one resource's poll did.
@@ -480,6 +483,9 @@ async fn apply_digests(
         ctx.clock.now(),
     );
     ctx.store.commit_page(scan, rows).await?;
+    if emit && changes.created + changes.updated > 0 {
+        ctx.events_queued.notify_one();
+    }
     summary.records += changes.records;
     summary.created += changes.created;
     summary.updated += changes.updated;

@@ -51,6 +51,7 @@ fn harness(toml: &str) -> Harness {
         client: ProviderClient::new(),
         hasher: Hasher::new(None),
         clock: Arc::new(clock.clone()),
+        events_queued: Default::default(),
     };
     Harness {
         dir,

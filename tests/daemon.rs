@@ -322,3 +322,117 @@ async fn run_serves_metrics_reloads_on_sighup_and_stops_on_sigterm() {
         assert!(!all.contains(secret), "{secret} leaked into the logs");
     }
 }
+
+/// A long scan's events go out while it is still running: page 1's events
+/// reach the receiver while the provider holds page 2 back (before, they
+/// waited for the scan's end or the delivery loop's 30 s nap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_a_committed_page_are_delivered_while_the_scan_goes_on() {
+    use axum::extract::Query;
+    let rx = Receiver::start(&[SECRET], None).await;
+    let released = Arc::new(tokio::sync::Notify::new());
+    let provider = {
+        let released = released.clone();
+        let app = axum::Router::new().route(
+            "/v1/employees",
+            axum::routing::get(
+                move |Query(q): Query<std::collections::HashMap<String, String>>| {
+                    let released = released.clone();
+                    async move {
+                        let page: u32 = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+                        let data = match page {
+                            1 => serde_json::json!([{"id": 1}, {"id": 2}]),
+                            2 => {
+                                // Held until the test has seen page 1's
+                                // events (or gives up).
+                                let _ = tokio::time::timeout(
+                                    Duration::from_secs(40),
+                                    released.notified(),
+                                )
+                                .await;
+                                serde_json::json!([{"id": 3}, {"id": 4}])
+                            }
+                            _ => serde_json::json!([]),
+                        };
+                        axum::Json(serde_json::json!({ "data": data }))
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("synthd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[daemon]
+state_dir = "{state}"
+
+[providers.p]
+base_url = "{provider}/v1"
+auth = {{ type = "bearer", token = "{TOKEN}" }}
+records = "/data"
+pagination = {{ type = "page", page_param = "page", size_param = "per_page", size = 2 }}
+
+[providers.p.resources.hris_employees]
+path = "/employees"
+
+[[accounts]]
+id = "alpha"
+provider = "p"
+interval = "1h"
+emit_initial = true
+
+[[webhooks]]
+id = "hr"
+url = "{receiver}/hook"
+events = ["hris_employees.*"]
+secret = "{SECRET}"
+"#,
+            state = dir.path().join("state").display(),
+            receiver = rx.base,
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("synthd"));
+    cmd.arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    common::clean_env(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+
+    // Well under the delivery loop's 30 s nap, which is what a scan's
+    // events waited for before.
+    wait_until(
+        "page 1's two events while page 2 is held",
+        Duration::from_secs(15),
+        || rx.requests().len() >= 2,
+    )
+    .await;
+    let ids: Vec<String> = rx
+        .requests()
+        .iter()
+        .map(|r| common::key_of(&r.json()).1)
+        .collect();
+    assert_eq!(ids, ["1", "2"], "only page 1's records so far");
+    released.notify_one();
+    wait_until(
+        "page 2's events after it is served",
+        Duration::from_secs(15),
+        || rx.requests().len() >= 4,
+    )
+    .await;
+    signal(&child, libc::SIGTERM);
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(10))
+            .await
+            .success()
+    );
+}
