@@ -30,6 +30,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct Engine {
     pub ctx: PollContext,
     pub deliverer: Deliverer,
+    /// Asks the scheduler to poll an account now (the console's "poll
+    /// now"); the scheduler takes the receiving end.
+    pub poll_now: tokio::sync::mpsc::UnboundedSender<String>,
+    poll_now_rx: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>>,
 }
 
 impl Engine {
@@ -47,9 +51,12 @@ impl Engine {
             hasher,
             clock: clock.clone(),
         };
+        let (poll_now, rx) = tokio::sync::mpsc::unbounded_channel();
         Engine {
             deliverer: Deliverer::new(store, clock),
             ctx,
+            poll_now,
+            poll_now_rx: Arc::new(Mutex::new(Some(rx))),
         }
     }
 
@@ -154,10 +161,11 @@ pub async fn run(
         shutdown_rx.clone(),
     ));
     if let Some(addr) = config.daemon.listen {
-        let (store, shutdown) = (engine.ctx.store.clone(), shutdown_rx.clone());
+        let (engine, config_rx, shutdown) =
+            (engine.clone(), config_rx.clone(), shutdown_rx.clone());
         tasks.spawn(async move {
-            if let Err(e) = crate::http::serve(addr, store, shutdown).await {
-                tracing::error!(listen = %addr, error = %e, "cannot serve /healthz and /metrics; polling and delivery continue");
+            if let Err(e) = crate::http::serve(addr, engine, config_rx, shutdown).await {
+                tracing::error!(listen = %addr, error = %e, "cannot serve the console, /healthz and /metrics; polling and delivery continue");
             }
         });
     }
@@ -440,6 +448,11 @@ async fn scheduler(
         &running.lock().unwrap_or_else(|p| p.into_inner()),
         engine.ctx.clock.now(),
     );
+    let mut poll_now = engine
+        .poll_now_rx
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
 
     loop {
         if *shutdown.borrow() {
@@ -565,6 +578,20 @@ async fn scheduler(
                     &running.lock().unwrap_or_else(|p| p.into_inner()),
                     engine.ctx.clock.now(),
                 );
+            }
+            Some(id) = async { match poll_now.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
+                // Forgetting when it last started makes it due at once;
+                // rebuilding the queue drops its scheduled entry, so the
+                // account is not polled twice.
+                if index.contains_key(&id) {
+                    last_start.remove(&id);
+                    queue = Queue::build(
+                        &config,
+                        &last_start,
+                        &running.lock().unwrap_or_else(|p| p.into_inner()),
+                        engine.ctx.clock.now(),
+                    );
+                }
             }
             _ = shutdown.changed() => {}
         }

@@ -28,6 +28,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod deliver;
 pub mod demo;

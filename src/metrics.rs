@@ -79,12 +79,9 @@ impl Metrics {
             polls.clone(),
         );
         // 10 ms .. ~20 min.
-        let poll_duration = Histogram::new(
-            [
-                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1200.0,
-            ]
-            .into_iter(),
-        );
+        let poll_duration = Histogram::new([
+            0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1200.0,
+        ]);
         registry.register_with_unit(
             "poll_duration",
             "How long one account/resource poll took, from the first request to the commit.",
@@ -111,9 +108,9 @@ impl Metrics {
             "Delivery attempts, by result (delivered, retry, failed) and HTTP status class (2xx, 3xx, 4xx, 5xx, none).",
             deliveries.clone(),
         );
-        let delivery_duration = Histogram::new(
-            [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0].into_iter(),
-        );
+        let delivery_duration = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ]);
         registry.register_with_unit(
             "delivery_duration",
             "Latency of one delivery attempt, from sending the request to the end of the response.",
@@ -176,7 +173,12 @@ impl Metrics {
     }
 
     /// One account/resource poll ended.
-    pub fn poll_done(&self, result: &'static str, duration: Duration, summary: Option<PollFigures>) {
+    pub fn poll_done(
+        &self,
+        result: &'static str,
+        duration: Duration,
+        summary: Option<PollFigures>,
+    ) {
         self.polls.get_or_create(&ResultLabel { result }).inc();
         if result == "skipped" {
             return;

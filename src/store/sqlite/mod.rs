@@ -691,7 +691,8 @@ impl StateStore for SqliteStore {
         since: DateTime<Utc>,
     ) -> Result<Vec<super::HourCount>, StoreError> {
         let account_id = account_id.to_string();
-        self.run(move |s| s.events_per_hour(&account_id, since)).await
+        self.run(move |s| s.events_per_hour(&account_id, since))
+            .await
     }
 
     async fn instances(&self) -> Result<Vec<InstanceView>, StoreError> {
