@@ -1,0 +1,613 @@
+//! The web console and /metrics of a real `synthd run`, over HTTP: pages
+//! on a loopback listener, sign-in (HttpOnly SameSite=Strict cookie),
+//! CSRF rejection, Bearer scripts, a non-loopback listener that needs the
+//! token, escaping of a hostile receiver's answer, no secret on any page,
+//! every action doing its thing, and /metrics parsed by a Prometheus text
+//! parser with its series moving after polls and deliveries.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use common::{Receiver, Reply, SECRET, lock, wait_exit, wait_until, wait_until_async};
+use serde_json::{Value, json};
+
+const PROVIDER_TOKEN: &str = "provider-token-Cn55";
+const URL_TOKEN: &str = "hook-token-Uq31";
+pub const CONSOLE_TOKEN: &str = "console-token-Kd8s9Wq2Lm4x";
+const HOSTILE: &str = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>";
+/// A record field value: never on a page.
+const FIELD: &str = "Philippa-Quorndon";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A provider whose employee list the test edits between polls.
+pub struct Provider {
+    pub base: String,
+    pub records: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Provider {
+    pub async fn start() -> Provider {
+        let records: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(vec![
+            json!({"id": 1, "name": FIELD}),
+            json!({"id": 2, "name": "Bo"}),
+            json!({"id": 3, "name": "Cy"}),
+        ]));
+        let shared = records.clone();
+        let router = Router::new().route(
+            "/v1/employees",
+            get(move |headers: axum::http::HeaderMap| {
+                let shared = shared.clone();
+                async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    if auth != format!("Bearer {PROVIDER_TOKEN}") {
+                        return (axum::http::StatusCode::UNAUTHORIZED, "no".to_string());
+                    }
+                    let data = lock(&shared).clone();
+                    (
+                        axum::http::StatusCode::OK,
+                        json!({ "data": data }).to_string(),
+                    )
+                }
+            }),
+        );
+        Provider {
+            base: common::serve(router).await,
+            records,
+        }
+    }
+}
+
+/// Webhook `hr` takes everything and answers 200; `hostile` answers 500
+/// with HTML in its body (it keeps failing, so its deliveries retry).
+pub fn config(state: &std::path::Path, provider: &str, receiver: &str, listen: &str) -> String {
+    format!(
+        r#"
+[daemon]
+state_dir = "{state}"
+listen = "{listen}"
+
+[console]
+token_env = "CONSOLE_TEST_TOKEN"
+
+[providers.p]
+base_url = "{provider}/v1"
+auth = {{ type = "bearer", token = "{PROVIDER_TOKEN}" }}
+records = "/data"
+
+[providers.p.resources.hris_employees]
+path = "/employees"
+
+[[accounts]]
+id = "alpha"
+provider = "p"
+emit_initial = true
+
+[[webhooks]]
+id = "hr"
+url = "{receiver}/hook?token={URL_TOKEN}"
+events = ["hris_employees.*"]
+secret = "{SECRET}"
+
+[[webhooks]]
+id = "hostile"
+url = "{receiver}/hostile"
+events = ["hris_employees.created"]
+secret = "{SECRET}"
+"#,
+        state = state.display()
+    )
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub base: String,
+    pub _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    pub async fn start(provider: &Provider, rx: &Receiver, listen_ip: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let cfg = dir.path().join("synthd.toml");
+        let port = free_port();
+        std::fs::write(
+            &cfg,
+            config(
+                &state,
+                &provider.base,
+                &rx.base,
+                &format!("{listen_ip}:{port}"),
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(common::synthd_bin());
+        cmd.arg("--config")
+            .arg(&cfg)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        common::clean_env(&mut cmd);
+        cmd.env("CONSOLE_TEST_TOKEN", CONSOLE_TOKEN);
+        let child = cmd.spawn().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let health = format!("{base}/healthz");
+        wait_until_async("/healthz", Duration::from_secs(15), || async {
+            reqwest::get(&health).await.is_ok()
+        })
+        .await;
+        Daemon {
+            child,
+            base,
+            _dir: dir,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = wait_exit(&mut self.child, Duration::from_secs(20)).await;
+        assert!(status.success(), "synthd run exited with {status}");
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+struct Page {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+async fn fetch(req: reqwest::RequestBuilder) -> Page {
+    let resp = req.send().await.unwrap();
+    Page {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body: resp.text().await.unwrap(),
+    }
+}
+
+/// The first `/deliveries/<id>` link on a page.
+fn first_delivery(html: &str) -> Option<String> {
+    let at = html.find("href=\"/deliveries/")? + "href=\"/deliveries/".len();
+    Some(html[at..].split('"').next()?.to_string())
+}
+
+fn hidden_csrf(html: &str) -> Option<String> {
+    let at = html.find("name=\"csrf\" value=\"")? + "name=\"csrf\" value=\"".len();
+    Some(html[at..].split('"').next()?.to_string())
+}
+
+/// The value of one sample, by name and labels.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(ref h) => h.last().map_or(0.0, |b| b.count),
+            prometheus_parse::Value::Summary(_) => f64::NAN,
+        })
+}
+
+async fn scrape(base: &str) -> (String, prometheus_parse::Scrape) {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let parsed = prometheus_parse::Scrape::parse(lines).expect("a valid Prometheus text");
+    (text, parsed)
+}
+
+/// Every series the README documents.
+const SERIES: &[&str] = &[
+    "synthd_polls_total",
+    "synthd_poll_duration_seconds_count",
+    "synthd_pages_fetched_total",
+    "synthd_records_scanned_total",
+    "synthd_events_total",
+    "synthd_deliveries_total",
+    "synthd_delivery_duration_seconds_count",
+    "synthd_delivery_retries_scheduled_total",
+    "synthd_deliveries_pending",
+    "synthd_oldest_pending_delivery_age_seconds",
+    "synthd_paused_webhooks",
+    "synthd_resources",
+    "synthd_records_tracked",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_pages_actions_and_metrics_on_a_running_daemon() {
+    let provider = Provider::start().await;
+    let rx = Receiver::start(&[SECRET], None).await;
+    rx.script(|q| (q.path() == "/hostile").then(|| Reply::status(500).body(HOSTILE)));
+    let d = Daemon::start(&provider, &rx, "127.0.0.1").await;
+    let base = d.base.clone();
+    let within = Duration::from_secs(20);
+    let http = client();
+    let mut seen_pages: Vec<String> = Vec::new();
+
+    // The first poll emits created for 1, 2, 3 (emit_initial) to both
+    // webhooks; hostile refuses them with HTML.
+    wait_until("three created events at hr", within, || {
+        rx.requests().iter().filter(|r| r.path() == "/hook").count() >= 3
+    })
+    .await;
+    wait_until("hostile's first refusals", within, || {
+        rx.all_requests()
+            .iter()
+            .filter(|r| r.path() == "/hostile")
+            .count()
+            >= 3
+    })
+    .await;
+
+    // Overview: open on loopback, with the security headers.
+    let ov = fetch(http.get(format!("{base}/"))).await;
+    assert_eq!(ov.status, 200, "{}", ov.body);
+    let csp = ov.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!csp.contains("script-src"), "no script may run: {csp}");
+    assert_eq!(ov.headers["x-content-type-options"], "nosniff");
+    for needle in [
+        "alpha",
+        "hris_employees",
+        "/webhooks/hr",
+        "/webhooks/hostile",
+    ] {
+        assert!(ov.body.contains(needle), "overview lacks {needle}");
+    }
+    assert!(ov.body.contains("token=***"), "the URL is shown redacted");
+    seen_pages.push(ov.body.clone());
+    let css = fetch(http.get(format!("{base}/console.css"))).await;
+    assert_eq!(css.status, 200);
+    assert!(
+        css.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+
+    // The hostile receiver's answer is shown as text on its delivery page.
+    wait_until_async("hostile's attempts recorded", within, || async {
+        let log = fetch(client().get(format!("{base}/webhooks/hostile"))).await;
+        log.body.contains("badge b-bad\">500")
+    })
+    .await;
+    let log = fetch(http.get(format!("{base}/webhooks/hostile"))).await;
+    seen_pages.push(log.body.clone());
+    let hostile_delivery = first_delivery(&log.body).expect("a delivery row");
+    let page = fetch(http.get(format!("{base}/deliveries/{hostile_delivery}"))).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains(
+            "&lt;script&gt;document.title='pwned'&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"
+        ),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("<script"), "{}", page.body);
+    assert!(!page.body.contains("<img"), "{}", page.body);
+    seen_pages.push(page.body.clone());
+
+    // Filters and paging on hr's log.
+    let created = fetch(http.get(format!(
+        "{base}/webhooks/hr?type=hris_employees.created&status=delivered"
+    )))
+    .await;
+    assert_eq!(created.body.matches("href=\"/deliveries/").count(), 3);
+    let none = fetch(http.get(format!("{base}/webhooks/hr?type=hris_employees.deleted"))).await;
+    assert!(none.body.contains("No delivery matches."));
+    let bad = fetch(http.get(format!("{base}/webhooks/hr?status=bogus"))).await;
+    assert_eq!(bad.status, 400);
+    let page2 = fetch(http.get(format!("{base}/webhooks/hr?page=2"))).await;
+    assert!(page2.body.contains("No delivery matches."));
+    let hr_delivery = first_delivery(&created.body).unwrap();
+
+    // Actions without credentials, with a wrong token, with a session but
+    // no CSRF token: all refused, and nothing is sent.
+    let before = rx.requests().len();
+    let replay = format!("{base}/deliveries/{hr_delivery}/replay");
+    assert_eq!(fetch(http.post(&replay)).await.status, 401);
+    assert_eq!(
+        fetch(http.post(&replay).bearer_auth("not-the-token-at-all"))
+            .await
+            .status,
+        401
+    );
+    let wrong = fetch(
+        http.post(format!("{base}/login"))
+            .form(&[("token", "wrong-token-123456")]),
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.headers.get("set-cookie").is_none());
+    let login = fetch(
+        http.post(format!("{base}/login"))
+            .form(&[("token", CONSOLE_TOKEN)]),
+    )
+    .await;
+    assert_eq!(login.status, 303);
+    let set_cookie = login.headers["set-cookie"].to_str().unwrap().to_string();
+    assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
+    assert!(set_cookie.contains("SameSite=Strict"), "{set_cookie}");
+    assert!(!set_cookie.contains(CONSOLE_TOKEN));
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let no_csrf = fetch(http.post(&replay).header("cookie", &cookie)).await;
+    assert_eq!(no_csrf.status, 403);
+    let forged = fetch(
+        http.post(&replay)
+            .header("cookie", &cookie)
+            .form(&[("csrf", "forged")]),
+    )
+    .await;
+    assert_eq!(forged.status, 403);
+    assert_eq!(
+        rx.requests().len(),
+        before,
+        "a refused action sent something"
+    );
+
+    // Signed in: the page carries the CSRF token; Replay re-sends the
+    // event under the same webhook-id.
+    let signed = fetch(
+        http.get(format!("{base}/deliveries/{hr_delivery}"))
+            .header("cookie", &cookie),
+    )
+    .await;
+    seen_pages.push(signed.body.clone());
+    let csrf = hidden_csrf(&signed.body).expect("a CSRF field when signed in");
+    let original = rx
+        .requests()
+        .iter()
+        .find(|r| r.path() == "/hook")
+        .map(|r| r.header("webhook-id"))
+        .unwrap();
+    let event_id_of = |r: &common::Received| r.header("webhook-id");
+    let shown_event = {
+        let at = signed.body.find("evt_").unwrap();
+        signed.body[at..].split('<').next().unwrap().to_string()
+    };
+    let sends_of = |id: &str| {
+        rx.requests()
+            .iter()
+            .filter(|r| r.path() == "/hook" && event_id_of(r) == id)
+            .count()
+    };
+    let n = sends_of(&shown_event);
+    assert_eq!(n, 1, "{shown_event} (first: {original})");
+    let done = fetch(
+        http.post(&replay)
+            .header("cookie", &cookie)
+            .form(&[("csrf", csrf.as_str())]),
+    )
+    .await;
+    assert_eq!(done.status, 303);
+    assert_eq!(
+        done.headers["location"],
+        format!("/deliveries/{hr_delivery}?done=replayed")
+    );
+    wait_until("the replayed event", within, || sends_of(&shown_event) == 2).await;
+
+    // Bearer scripts: a test event, a resume of a webhook that is not
+    // paused, and poll-now after the provider changed.
+    let test = fetch(
+        http.post(format!("{base}/webhooks/hr/test"))
+            .bearer_auth(CONSOLE_TOKEN),
+    )
+    .await;
+    assert_eq!(test.status, 303);
+    assert_eq!(test.headers["location"], "/webhooks/hr?done=test-ok");
+    assert!(
+        rx.requests()
+            .iter()
+            .any(|r| r.path() == "/hook" && r.json()["type"] == "webhook.test")
+    );
+    let resume = fetch(
+        http.post(format!("{base}/webhooks/hr/resume"))
+            .bearer_auth(CONSOLE_TOKEN),
+    )
+    .await;
+    assert_eq!(resume.headers["location"], "/webhooks/hr?done=not-paused");
+    {
+        let mut records = lock(&provider.records);
+        records.retain(|r| r["id"] != 3);
+        records[1] = json!({"id": 2, "name": "Bo Changed"});
+    }
+    let poll = fetch(
+        http.post(format!("{base}/accounts/alpha/poll"))
+            .bearer_auth(CONSOLE_TOKEN),
+    )
+    .await;
+    assert_eq!(poll.status, 303);
+    wait_until("updated and deleted at hr", within, || {
+        let types: Vec<String> = rx
+            .requests()
+            .iter()
+            .filter(|r| r.path() == "/hook")
+            .map(|r| r.json()["type"].as_str().unwrap_or_default().to_string())
+            .collect();
+        types.iter().any(|t| t == "hris_employees.updated")
+            && types.iter().any(|t| t == "hris_employees.deleted")
+    })
+    .await;
+    let unknown = fetch(
+        http.post(format!("{base}/accounts/nobody/poll"))
+            .bearer_auth(CONSOLE_TOKEN),
+    )
+    .await;
+    assert_eq!(unknown.status, 404);
+
+    // The account page: two polls with their counts, and the chart.
+    wait_until_async("two polls on the account page", within, || async {
+        let a = fetch(client().get(format!("{base}/accounts/alpha"))).await;
+        a.body
+            .matches("badge b-ok\">ok</span></td><td class=\"num\">")
+            .count()
+            >= 2
+    })
+    .await;
+    let account = fetch(http.get(format!("{base}/accounts/alpha"))).await;
+    assert!(account.body.contains("<svg class=\"chart\""));
+    assert!(
+        account.body.contains("3 created"),
+        "the chart's hour holds 3 created"
+    );
+    seen_pages.push(account.body.clone());
+    seen_pages.push(
+        fetch(
+            http.get(format!("{base}/webhooks/hr"))
+                .header("cookie", &cookie),
+        )
+        .await
+        .body,
+    );
+    seen_pages.push(fetch(http.get(format!("{base}/login"))).await.body);
+
+    // /metrics, parsed: every documented series, with the right counts.
+    wait_until_async("the metrics to count both polls", within, || async {
+        let (_, m) = scrape(&base).await;
+        sample(&m, "synthd_polls_total", &[("result", "ok")]) == Some(2.0)
+            && sample(&m, "synthd_events_total", &[("change", "deleted")]) == Some(1.0)
+    })
+    .await;
+    let (text, m) = scrape(&base).await;
+    for s in SERIES {
+        assert!(
+            m.samples.iter().any(|x| x.metric == *s),
+            "{s} missing:\n{text}"
+        );
+    }
+    assert_eq!(
+        sample(&m, "synthd_events_total", &[("change", "created")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(&m, "synthd_events_total", &[("change", "updated")]),
+        Some(1.0)
+    );
+    assert_eq!(sample(&m, "synthd_pages_fetched_total", &[]), Some(2.0));
+    assert_eq!(sample(&m, "synthd_records_scanned_total", &[]), Some(5.0));
+    assert_eq!(
+        sample(
+            &m,
+            "synthd_records_tracked",
+            &[("account", "alpha"), ("resource", "hris_employees")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&m, "synthd_resources", &[("state", "ok")]),
+        Some(1.0)
+    );
+    // hr: 3 created + updated + deleted + the replay (the test send is not
+    // a delivery of the outbox).
+    assert_eq!(
+        sample(
+            &m,
+            "synthd_deliveries_total",
+            &[("result", "delivered"), ("status_class", "2xx")]
+        ),
+        Some(6.0),
+        "{text}"
+    );
+    let retries = sample(&m, "synthd_delivery_retries_scheduled_total", &[]).unwrap();
+    assert!(retries >= 3.0, "{text}");
+    assert_eq!(
+        sample(
+            &m,
+            "synthd_deliveries_total",
+            &[("result", "retry"), ("status_class", "5xx")]
+        ),
+        Some(retries)
+    );
+    assert_eq!(
+        sample(&m, "synthd_deliveries_pending", &[]),
+        Some(3.0),
+        "{text}"
+    );
+
+    // No secret, token or record value on any page.
+    for body in &seen_pages {
+        for secret in [
+            SECRET,
+            URL_TOKEN,
+            PROVIDER_TOKEN,
+            CONSOLE_TOKEN,
+            FIELD,
+            "Bo Changed",
+        ] {
+            assert!(!body.contains(secret), "a page shows {secret}");
+        }
+    }
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_off_loopback_needs_the_token_for_every_page() {
+    let provider = Provider::start().await;
+    let rx = Receiver::start(&[SECRET], None).await;
+    // Bound on every address, reached through loopback only.
+    let d = Daemon::start(&provider, &rx, "0.0.0.0").await;
+    let base = d.base.clone();
+    let http = client();
+    for path in ["/", "/webhooks/hr", "/accounts/alpha", "/deliveries/dlv_x"] {
+        let p = fetch(http.get(format!("{base}{path}"))).await;
+        assert_eq!(p.status, 303, "{path}");
+        assert_eq!(p.headers["location"], "/login");
+        let p = fetch(http.get(format!("{base}{path}")).bearer_auth(CONSOLE_TOKEN)).await;
+        assert!(p.status == 200 || p.status == 404, "{path}: {}", p.status);
+        let p = fetch(
+            http.get(format!("{base}{path}"))
+                .bearer_auth("console-token-wrong0000"),
+        )
+        .await;
+        assert_eq!(p.status, 303, "{path}");
+    }
+    let login = fetch(
+        http.post(format!("{base}/login"))
+            .form(&[("token", CONSOLE_TOKEN)]),
+    )
+    .await;
+    let cookie = login.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let p = fetch(http.get(format!("{base}/")).header("cookie", &cookie)).await;
+    assert_eq!(p.status, 200);
+    assert!(p.body.contains("Sign out"));
+    // Scrapers and health checks stay open.
+    assert_eq!(fetch(http.get(format!("{base}/healthz"))).await.status, 200);
+    assert_eq!(fetch(http.get(format!("{base}/metrics"))).await.status, 200);
+    d.stop().await;
+}
