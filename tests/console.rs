@@ -611,3 +611,285 @@ async fn a_listener_off_loopback_needs_the_token_for_every_page() {
     assert_eq!(fetch(http.get(format!("{base}/metrics"))).await.status, 200);
     d.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// The browser: headless Chromium through WebDriver (chromedriver)
+// ---------------------------------------------------------------------------
+
+/// chromium and chromedriver, or `None` (and one printed line) when they
+/// are absent and SYNTHD_REQUIRE_CHROMIUM is not set.
+fn chromium() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let find = |names: &[&str]| {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .flat_map(|d| names.iter().map(move |n| d.join(n)))
+            .find(|p| p.is_file())
+    };
+    match (
+        find(&["chromium", "chromium-browser", "google-chrome"]),
+        find(&["chromedriver"]),
+    ) {
+        (Some(b), Some(d)) => Some((b, d)),
+        _ if std::env::var("SYNTHD_REQUIRE_CHROMIUM").as_deref() == Ok("1") => {
+            panic!(
+                "SYNTHD_REQUIRE_CHROMIUM=1 but chromium or chromedriver is missing (apt-get install chromium chromium-driver)"
+            )
+        }
+        _ => {
+            println!(
+                "skipped the browser tests: chromium or chromedriver not installed (apt-get install chromium chromium-driver)"
+            );
+            None
+        }
+    }
+}
+
+/// chromedriver on a free loopback port, killed on drop.
+struct Driver(Child, u16);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn browser(
+    driver_bin: &std::path::Path,
+    chrome: &std::path::Path,
+) -> (Driver, fantoccini::Client) {
+    let port = free_port();
+    let child = Command::new(driver_bin)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let driver = Driver(child, port);
+    wait_until_async(
+        "chromedriver to listen",
+        Duration::from_secs(20),
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chrome,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1400,1000", "--no-first-run", "--disable-extensions"],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let client = fantoccini::ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.1))
+        .await
+        .expect("a WebDriver session in headless chromium");
+    (driver, client)
+}
+
+/// Saves a screenshot under target/console-screenshots/ (a test
+/// artifact, not committed).
+async fn screenshot(c: &fantoccini::Client, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = c.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_chromium_the_console_lists_escapes_and_replays() {
+    use fantoccini::Locator;
+    let Some((chrome, driver_bin)) = chromium() else {
+        return;
+    };
+    let provider = Provider::start().await;
+    let rx = Receiver::start(&[SECRET], None).await;
+    rx.script(|q| (q.path() == "/hostile").then(|| Reply::status(500).body(HOSTILE)));
+    let d = Daemon::start(&provider, &rx, "127.0.0.1").await;
+    let base = d.base.clone();
+    let within = Duration::from_secs(20);
+    wait_until("the first poll's deliveries", within, || {
+        rx.requests().iter().filter(|r| r.path() == "/hook").count() >= 3
+            && rx
+                .all_requests()
+                .iter()
+                .filter(|r| r.path() == "/hostile")
+                .count()
+                >= 3
+    })
+    .await;
+    let (_driver, c) = browser(&driver_bin, &chrome).await;
+    let mut sources = Vec::new();
+
+    // The overview lists the account and both webhooks.
+    c.goto(&format!("{base}/")).await.unwrap();
+    let text = c
+        .find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in ["alpha", "hris_employees", "hr", "hostile", "healthy"] {
+        assert!(text.contains(needle), "overview lacks {needle}:\n{text}");
+    }
+    screenshot(&c, "overview").await;
+    sources.push(c.source().await.unwrap());
+
+    // hr's delivery log shows the deliveries of the real poll.
+    c.find(Locator::Css("a[href='/webhooks/hr']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let rows = c
+        .find_all(Locator::Css("a[href^='/deliveries/']"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    let log_text = c
+        .find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(log_text.contains("hris_employees.created"), "{log_text}");
+    screenshot(&c, "webhook").await;
+    sources.push(c.source().await.unwrap());
+    let hr_delivery = rows[0].attr("href").await.unwrap().unwrap();
+
+    // The hostile receiver's answer is text, and none of it ran.
+    c.goto(&format!("{base}/webhooks/hostile")).await.unwrap();
+    wait_until_async("hostile's refusals logged", within, || async {
+        c.refresh().await.unwrap();
+        c.source().await.unwrap().contains("badge b-bad\">500")
+    })
+    .await;
+    c.find(Locator::Css("a[href^='/deliveries/']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let response = c
+        .find(Locator::Css("pre.response"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(response, HOSTILE);
+    assert!(!c.title().await.unwrap().contains("pwned"));
+    assert_eq!(
+        c.find_all(Locator::Css("main img, main script"))
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    screenshot(&c, "delivery-hostile").await;
+    sources.push(c.source().await.unwrap());
+
+    // Without a session there is no Replay button, and a forged POST is
+    // refused.
+    c.goto(&format!("{base}{hr_delivery}")).await.unwrap();
+    assert!(
+        c.find(Locator::Css("form[action$='/replay'] button"))
+            .await
+            .is_err()
+    );
+    let before = rx.requests().len();
+    c.execute(
+        &format!(
+            "const f = document.createElement('form'); f.method = 'post'; \
+             f.action = '{hr_delivery}/replay'; document.body.appendChild(f); f.submit();"
+        ),
+        vec![],
+    )
+    .await
+    .unwrap();
+    wait_until_async("the refusal", within, || async {
+        c.source().await.unwrap().contains("sign in at /login")
+    })
+    .await;
+    assert_eq!(rx.requests().len(), before);
+
+    // Sign in, press Replay: the receiver gets the event again under the
+    // same webhook-id.
+    c.goto(&format!("{base}/login")).await.unwrap();
+    screenshot(&c, "login").await;
+    c.find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(CONSOLE_TOKEN)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form[action='/login'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until_async("signed in", within, || async {
+        c.source().await.unwrap().contains("Sign out")
+    })
+    .await;
+    let cookie_js = c.execute("return document.cookie", vec![]).await.unwrap();
+    assert_eq!(cookie_js, json!(""), "the session cookie is HttpOnly");
+    c.goto(&format!("{base}{hr_delivery}")).await.unwrap();
+    let page = c.source().await.unwrap();
+    let event = {
+        let at = page.find("evt_").unwrap();
+        page[at..].split('<').next().unwrap().to_string()
+    };
+    let sends = || {
+        rx.requests()
+            .iter()
+            .filter(|r| r.path() == "/hook" && r.header("webhook-id") == event)
+            .count()
+    };
+    assert_eq!(sends(), 1);
+    c.find(Locator::Css("form[action$='/replay'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until("the replayed event at the receiver", within, || {
+        sends() == 2
+    })
+    .await;
+    let flash = c
+        .find(Locator::Css(".flash.ok"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(flash.contains("same event id"), "{flash}");
+    screenshot(&c, "delivery-replayed").await;
+    sources.push(c.source().await.unwrap());
+
+    c.goto(&format!("{base}/accounts/alpha")).await.unwrap();
+    assert!(c.find(Locator::Css("svg.chart rect.created")).await.is_ok());
+    screenshot(&c, "account").await;
+    sources.push(c.source().await.unwrap());
+
+    for s in &sources {
+        for secret in [SECRET, URL_TOKEN, PROVIDER_TOKEN, CONSOLE_TOKEN, FIELD] {
+            assert!(!s.contains(secret), "a page shows {secret}");
+        }
+    }
+    c.close().await.unwrap();
+    d.stop().await;
+}
