@@ -35,6 +35,8 @@ pub struct WebhookRow {
     pub events: Vec<String>,
     /// Pending now; delivered, failed and cancelled in the last 24 h.
     pub last_24h: DeliveryCounts,
+    /// The newest delivery's last attempt failed (it retries or failed).
+    pub failing: bool,
 }
 
 /// What `synthd status` and the console's overview show.
@@ -73,10 +75,31 @@ pub async fn overview(
             }
         })
         .collect();
+    // The newest delivery of each webhook: one indexed row apiece.
+    let mut failing = std::collections::HashSet::new();
+    for w in &config.webhooks {
+        let newest = store
+            .delivery_log(&LogQuery {
+                webhook: Some(w.id.clone()),
+                limit: 1,
+                ..Default::default()
+            })
+            .await?;
+        if newest.first().is_some_and(|r| {
+            r.delivery.attempts > 0
+                && matches!(
+                    r.delivery.status,
+                    crate::store::DeliveryStatus::Pending | crate::store::DeliveryStatus::Failed
+                )
+        }) {
+            failing.insert(w.id.clone());
+        }
+    }
     let webhooks = config
         .webhooks
         .iter()
         .map(|w| WebhookRow {
+            failing: failing.contains(&w.id),
             id: w.id.clone(),
             name: w.name.clone(),
             url: w.shown_url(),

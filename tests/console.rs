@@ -738,7 +738,14 @@ async fn in_chromium_the_console_lists_escapes_and_replays() {
         .text()
         .await
         .unwrap();
-    for needle in ["alpha", "hris_employees", "hr", "hostile", "healthy"] {
+    for needle in [
+        "alpha",
+        "hris_employees",
+        "hr",
+        "hostile",
+        "healthy",
+        "failing",
+    ] {
         assert!(text.contains(needle), "overview lacks {needle}:\n{text}");
     }
     screenshot(&c, "overview").await;

@@ -127,7 +127,7 @@ fn webhook_health(w: &WebhookRow) -> Markup {
     html! {
         @if !w.enabled { span.badge.b-idle { "disabled" } }
         @else if w.paused_at.is_some() { span.badge.b-bad { "paused" } }
-        @else if w.last_24h.failed > 0 { span.badge.b-warn { "failing" } }
+        @else if w.failing || w.last_24h.failed > 0 { span.badge.b-warn { "failing" } }
         @else { span.badge.b-ok { "healthy" } }
     }
 }
