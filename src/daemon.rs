@@ -453,6 +453,7 @@ async fn scheduler(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take();
+    let mut forced: HashSet<String> = HashSet::new();
 
     loop {
         if *shutdown.borrow() {
@@ -495,12 +496,14 @@ async fn scheduler(
             // interval (after our last start plus half an interval).
             let half = chrono::Duration::from_std(account.schedule.nominal_interval(now) / 2)
                 .unwrap_or_default();
+            // Asked for now (the console): polled whatever the schedule,
+            // as `sync` does.
             let mode = poll::PollMode {
-                skip_if_started_after: Some(
+                skip_if_started_after: (!forced.remove(&account.id)).then(|| {
                     last_start
                         .get(&account.id)
-                        .map_or(now - half, |t| *t + half),
-                ),
+                        .map_or(now - half, |t| *t + half)
+                }),
             };
             polls.spawn(async move {
                 let _permit = permit;
@@ -585,6 +588,7 @@ async fn scheduler(
                 // account is not polled twice.
                 if index.contains_key(&id) {
                     last_start.remove(&id);
+                    forced.insert(id.clone());
                     queue = Queue::build(
                         &config,
                         &last_start,

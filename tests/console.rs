@@ -75,7 +75,14 @@ impl Provider {
 
 /// Webhook `hr` takes everything and answers 200; `hostile` answers 500
 /// with HTML in its body (it keeps failing, so its deliveries retry).
-pub fn config(state: &std::path::Path, provider: &str, receiver: &str, listen: &str) -> String {
+/// `store`: a `[store]` table, or "" for SQLite.
+pub fn config(
+    state: &std::path::Path,
+    provider: &str,
+    receiver: &str,
+    listen: &str,
+    store: &str,
+) -> String {
     format!(
         r#"
 [daemon]
@@ -84,6 +91,8 @@ listen = "{listen}"
 
 [console]
 token_env = "CONSOLE_TEST_TOKEN"
+
+{store}
 
 [providers.p]
 base_url = "{provider}/v1"
@@ -122,6 +131,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn start(provider: &Provider, rx: &Receiver, listen_ip: &str) -> Daemon {
+        Daemon::start_on(provider, rx, listen_ip, "").await
+    }
+
+    pub async fn start_on(
+        provider: &Provider,
+        rx: &Receiver,
+        listen_ip: &str,
+        store: &str,
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let cfg = dir.path().join("synthd.toml");
@@ -133,6 +151,7 @@ impl Daemon {
                 &provider.base,
                 &rx.base,
                 &format!("{listen_ip}:{port}"),
+                store,
             ),
         )
         .unwrap();
@@ -244,11 +263,28 @@ const SERIES: &[&str] = &[
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn console_pages_actions_and_metrics_on_a_running_daemon() {
+async fn console_pages_actions_and_metrics_on_sqlite() {
+    walk_console("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_pages_actions_and_metrics_on_postgres() {
+    let Some(db) = common::PgDb::create("console").await else {
+        return;
+    };
+    walk_console(&format!(
+        "[store]\nbackend = \"postgres\"\nurl = \"{}\"\n",
+        db.url
+    ))
+    .await;
+}
+
+/// The whole console against one running daemon on the given store.
+async fn walk_console(store: &str) {
     let provider = Provider::start().await;
     let rx = Receiver::start(&[SECRET], None).await;
     rx.script(|q| (q.path() == "/hostile").then(|| Reply::status(500).body(HOSTILE)));
-    let d = Daemon::start(&provider, &rx, "127.0.0.1").await;
+    let d = Daemon::start_on(&provider, &rx, "127.0.0.1", store).await;
     let base = d.base.clone();
     let within = Duration::from_secs(20);
     let http = client();
