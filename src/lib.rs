@@ -20,7 +20,8 @@
 //! - [`events`]: event bodies and which webhooks receive them;
 //! - [`deliver`]: the outbox worker, with [`signing`] beside it;
 //! - [`daemon`] and [`cli`]: wiring, signals, exit codes; [`http`] serves
-//!   `/healthz` and `/metrics`; [`demo`] runs the
+//!   the [`console`], `/healthz` and `/metrics` ([`metrics`]); [`views`] is
+//!   the query layer the console and the CLI share; [`demo`] runs the
 //!   whole pipeline against embedded loopback servers.
 //!
 //! See ARCHITECTURE.md for the map, and `../shared/SPEC.md` for the contract.

@@ -936,3 +936,38 @@ async fn in_chromium_the_console_lists_escapes_and_replays() {
     c.close().await.unwrap();
     d.stop().await;
 }
+
+/// The dashboard uses only documented series, the README documents every
+/// series, and every series is on the dashboard.
+#[test]
+fn dashboard_and_readme_name_every_series() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("config/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let base = |s: &str| {
+        s.trim_end_matches("_bucket")
+            .trim_end_matches("_count")
+            .to_string()
+    };
+    let documented: std::collections::BTreeSet<String> = SERIES.iter().map(|s| base(s)).collect();
+    let mut used = std::collections::BTreeSet::new();
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("synthd_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                used.insert(base(&name));
+            }
+        }
+    }
+    assert_eq!(used, documented);
+    for s in &documented {
+        assert!(readme.contains(&format!("| `{s}` |")), "README lacks {s}");
+    }
+}
