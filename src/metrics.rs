@@ -27,7 +27,8 @@ pub struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ChangeLabel {
+pub struct EventLabels {
+    pub resource: String,
     pub change: &'static str,
 }
 
@@ -55,7 +56,7 @@ pub struct Metrics {
     pub poll_duration: Histogram,
     pub pages: Counter,
     pub records_scanned: Counter,
-    pub events: Family<ChangeLabel, Counter>,
+    pub events: Family<EventLabels, Counter>,
     pub deliveries: Family<DeliveryLabels, Counter>,
     pub delivery_duration: Histogram,
     pub retries: Counter,
@@ -96,10 +97,10 @@ impl Metrics {
             "Records read from provider pages and hashed.",
             records_scanned.clone(),
         );
-        let events = Family::<ChangeLabel, Counter>::default();
+        let events = Family::<EventLabels, Counter>::default();
         registry.register(
             "events",
-            "Record events emitted, by change (created, updated, deleted).",
+            "Record events emitted, by resource and change (created, updated, deleted): the event type is <resource>.<change>.",
             events.clone(),
         );
         let deliveries = Family::<DeliveryLabels, Counter>::default();
@@ -175,6 +176,7 @@ impl Metrics {
     /// One account/resource poll ended.
     pub fn poll_done(
         &self,
+        resource: &str,
         result: &'static str,
         duration: Duration,
         summary: Option<PollFigures>,
@@ -193,7 +195,14 @@ impl Metrics {
                     ("updated", s.updated),
                     ("deleted", s.deleted),
                 ] {
-                    self.events.get_or_create(&ChangeLabel { change }).inc_by(n);
+                    if n > 0 {
+                        self.events
+                            .get_or_create(&EventLabels {
+                                resource: resource.to_string(),
+                                change,
+                            })
+                            .inc_by(n);
+                    }
                 }
             }
         }
@@ -331,7 +340,7 @@ pub fn poll_finished(
         Err(e) if e.is_skip() => ("skipped", None, Some(e.to_string())),
         Err(e) => ("failed", None, Some(e.to_string())),
     };
-    METRICS.poll_done(label, duration, figures);
+    METRICS.poll_done(resource, label, duration, figures);
     let f = figures.unwrap_or(PollFigures {
         pages: 0,
         records: 0,

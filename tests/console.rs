@@ -542,7 +542,11 @@ async fn walk_console(store: &str) {
         );
     }
     assert_eq!(
-        sample(&m, "synthd_events_total", &[("change", "created")]),
+        sample(
+            &m,
+            "synthd_events_total",
+            &[("resource", "hris_employees"), ("change", "created")]
+        ),
         Some(3.0)
     );
     assert_eq!(
