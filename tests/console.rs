@@ -126,6 +126,7 @@ secret = "{SECRET}"
 pub struct Daemon {
     pub child: Child,
     pub base: String,
+    pub cfg: std::path::PathBuf,
     pub _dir: tempfile::TempDir,
 }
 
@@ -173,6 +174,7 @@ impl Daemon {
         Daemon {
             child,
             base,
+            cfg,
             _dir: dir,
         }
     }
@@ -366,6 +368,40 @@ async fn walk_console(store: &str) {
     let page2 = fetch(http.get(format!("{base}/webhooks/hr?page=2"))).await;
     assert!(page2.body.contains("No delivery matches."));
     let hr_delivery = first_delivery(&created.body).unwrap();
+    // The CLI answers the same query with the same rows.
+    let mut cli = Command::new(common::synthd_bin());
+    cli.arg("--config").arg(&d.cfg).args([
+        "deliveries",
+        "--webhook",
+        "hr",
+        "--type",
+        "hris_employees.created",
+        "--status",
+        "delivered",
+        "--json",
+    ]);
+    common::clean_env(&mut cli);
+    cli.env("CONSOLE_TEST_TOKEN", CONSOLE_TOKEN);
+    let out = common::run_with_deadline(cli, Duration::from_secs(30)).await;
+    let cli_ids: Vec<String> = out
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let page_ids: Vec<String> = created
+        .body
+        .match_indices("href=\"/deliveries/")
+        .map(|(i, m)| {
+            created.body[i + m.len()..]
+                .split('"')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(cli_ids, page_ids);
 
     // Actions without credentials, with a wrong token, with a session but
     // no CSRF token: all refused, and nothing is sent.
