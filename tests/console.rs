@@ -323,6 +323,7 @@ async fn walk_console(store: &str) {
         assert!(ov.body.contains(needle), "overview lacks {needle}");
     }
     assert!(ov.body.contains("token=***"), "the URL is shown redacted");
+    assert!(ov.body.contains("<meta http-equiv=\"refresh\" content=\"30\">"));
     seen_pages.push(ov.body.clone());
     let css = fetch(http.get(format!("{base}/console.css"))).await;
     assert_eq!(css.status, 200);

@@ -121,6 +121,7 @@ impl Console {
             actions: self.token().is_some(),
             now: self.engine.ctx.clock.now(),
             flash,
+            refresh: None,
         }
     }
 
@@ -282,10 +283,13 @@ async fn overview(
     }
     let config = c.config();
     match crate::views::overview(&c.engine.ctx.store, &config, c.engine.ctx.clock.now()).await {
-        Ok(o) => page(
-            StatusCode::OK,
-            pages::overview(&o, &c.chrome(&viewer, flash(done.done.as_deref()))),
-        ),
+        Ok(o) => {
+            let chrome = Chrome {
+                refresh: Some(30),
+                ..c.chrome(&viewer, flash(done.done.as_deref()))
+            };
+            page(StatusCode::OK, pages::overview(&o, &chrome))
+        }
         Err(e) => store_error(&c, &viewer, e),
     }
 }

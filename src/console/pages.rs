@@ -16,6 +16,8 @@ pub struct Chrome<'a> {
     pub actions: bool,
     pub now: DateTime<Utc>,
     pub flash: Option<(bool, &'static str)>,
+    /// Reload the page every this many seconds (no script: a meta refresh).
+    pub refresh: Option<u32>,
 }
 
 pub fn layout(title: &str, c: &Chrome<'_>, body: Markup) -> Markup {
@@ -26,6 +28,7 @@ pub fn layout(title: &str, c: &Chrome<'_>, body: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="referrer" content="no-referrer";
+                @if let Some(secs) = c.refresh { meta http-equiv="refresh" content=(secs); }
                 title { (title) " · synthd" }
                 link rel="stylesheet" href="/console.css";
             }
