@@ -323,7 +323,10 @@ async fn walk_console(store: &str) {
         assert!(ov.body.contains(needle), "overview lacks {needle}");
     }
     assert!(ov.body.contains("token=***"), "the URL is shown redacted");
-    assert!(ov.body.contains("<meta http-equiv=\"refresh\" content=\"30\">"));
+    assert!(
+        ov.body
+            .contains("<meta http-equiv=\"refresh\" content=\"30\">")
+    );
     seen_pages.push(ov.body.clone());
     let css = fetch(http.get(format!("{base}/console.css"))).await;
     assert_eq!(css.status, 200);
@@ -953,6 +956,21 @@ async fn in_chromium_the_console_lists_escapes_and_replays() {
         sends() == 2
     })
     .await;
+    // The payload shown is exactly the body the receiver got.
+    let shown = c
+        .find(Locator::Css("pre.payload"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let got = rx
+        .requests()
+        .iter()
+        .find(|r| r.path() == "/hook" && r.header("webhook-id") == event)
+        .unwrap()
+        .text();
+    assert_eq!(shown, got);
     let flash = c
         .find(Locator::Css(".flash.ok"))
         .await

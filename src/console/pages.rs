@@ -292,10 +292,6 @@ pub fn webhook(
 
 pub fn delivery(d: &DeliveryDetail, c: &Chrome<'_>) -> Markup {
     let v = &d.delivery;
-    let payload = serde_json::from_str::<serde_json::Value>(&d.payload)
-        .ok()
-        .and_then(|j| serde_json::to_string_pretty(&j).ok())
-        .unwrap_or_else(|| d.payload.clone());
     let body = html! {
         h1 { "Delivery " span.mono { (v.id) } }
         p.sub { (status_badge(v.status)) " " span.mono { (v.event_type) } " to "
@@ -309,8 +305,8 @@ pub fn delivery(d: &DeliveryDetail, c: &Chrome<'_>) -> Markup {
             dt { "Attempts" } dd { (v.attempts) }
             @if let Some(t) = v.next_attempt_at { dt { "Next attempt" } dd { (when(Some(t), c.now)) } }
         } }
-        h2 { "Payload (exactly as sent)" }
-        pre { (payload) }
+        h2 { "Payload" span.hint { "(byte for byte as sent and signed)" } }
+        pre.payload { (d.payload) }
         h2 { "Attempts" }
         div.panel { table {
             thead { tr { th.num { "#" } th { "Time" } th { "Result" } th.num { "Latency" } th { "Response (first 1 KiB) or error" } } }
