@@ -1030,3 +1030,27 @@ fn dashboard_and_readme_name_every_series() {
         assert!(readme.contains(&format!("| `{s}` |")), "README lacks {s}");
     }
 }
+
+/// A console token that is too short, or set twice, is a config error
+/// naming the key, and its value is never echoed.
+#[tokio::test]
+async fn console_token_mistakes_are_config_errors() {
+    let env = common::TestEnv::new();
+    for (table, key) in [
+        ("[console]\ntoken = \"shorty-Zq9\"\n", "console.token"),
+        (
+            "[console]\ntoken = \"long-enough-token-Zq9x\"\ntoken_env = \"X\"\n",
+            "console.token",
+        ),
+    ] {
+        env.write_config(table);
+        let out = env.synthd(&["check"]).await;
+        out.assert_code(2);
+        assert!(out.stderr.contains(key), "{}", out.stderr);
+        assert!(!out.stderr.contains("Zq9"), "{}", out.stderr);
+    }
+    env.write_config("[console]\ntoken_env = \"CONSOLE_TOKEN_UNSET_X\"\n");
+    let out = env.synthd(&["check"]).await;
+    out.assert_code(2);
+    assert!(out.stderr.contains("console.token_env"), "{}", out.stderr);
+}
