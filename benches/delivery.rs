@@ -225,8 +225,9 @@ fn main() {
         (LEGACY_CONCURRENCY, String::new())
     };
     println!(
-        "delivery benchmark: {} deliveries per sink, synthd {SYNTHD}, {} (figures are noisy on a shared machine)",
+        "delivery benchmark: {} deliveries per sink, synthd {}, {} (figures are noisy on a shared machine)",
         thousands(n as u64),
+        synthd_bin(),
         machine()
     );
     println!(

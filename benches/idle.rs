@@ -25,8 +25,9 @@ fn main() {
     let provider = Provider::start(&rt);
     let sink = Sink::start(&rt, Duration::ZERO);
     println!(
-        "idle benchmark: {} accounts, {secs} s of idle sampling, synthd {SYNTHD}, {} (figures are noisy on a shared machine)",
+        "idle benchmark: {} accounts, {secs} s of idle sampling, synthd {}, {} (figures are noisy on a shared machine)",
         thousands(accounts as u64),
+        synthd_bin(),
         machine()
     );
 

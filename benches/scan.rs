@@ -655,7 +655,7 @@ fn main() {
     let sink = Sink::start(&rt, Duration::ZERO);
     println!(
         "scan benchmark: synthd {} vs {} on {} (figures are noisy on a shared machine)",
-        SYNTHD,
+        synthd_bin(),
         if python {
             "benches/reference.py"
         } else {

@@ -70,6 +70,7 @@ impl Engine {
             self.ctx.clock.now(),
         )
         .await?;
+        self.deliverer.forget_paused();
         self.deliverer.wake.notify_one();
         Ok(())
     }

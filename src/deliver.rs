@@ -225,6 +225,17 @@ pub struct PassSummary {
     pub failed: u64,
 }
 
+impl PassSummary {
+    fn count(&mut self, step: Option<NextStep>) {
+        match step {
+            Some(NextStep::Delivered) => self.delivered += 1,
+            Some(NextStep::RetryAt(_)) => self.retrying += 1,
+            Some(NextStep::Failed) => self.failed += 1,
+            None => {}
+        }
+    }
+}
+
 /// Runs delivery attempts with per-webhook concurrency limits. Shared by
 /// `sync` (one pass) and the daemon (a loop).
 ///
@@ -252,7 +263,15 @@ pub struct Deliverer {
     recording: Arc<tokio::sync::Mutex<()>>,
     /// Woken when an attempt finishes or new events are committed.
     pub wake: Arc<Notify>,
+    /// The paused webhooks as last read, and when (real time): read again
+    /// after `PAUSED_FRESH`, so a fast receiver does not cost a query per
+    /// finished attempt, while a `webhook resume` from another process is
+    /// seen within a second.
+    paused: Arc<Mutex<Option<(std::time::Instant, HashSet<String>)>>>,
 }
+
+/// How long the cached set of paused webhooks is trusted.
+const PAUSED_FRESH: Duration = Duration::from_secs(1);
 
 /// Where the outcome of recording one attempt goes: whether its webhook
 /// was paused by the batch, or why the batch could not be written.
@@ -299,7 +318,32 @@ impl Deliverer {
             to_record: Arc::default(),
             recording: Arc::default(),
             wake: Arc::new(Notify::new()),
+            paused: Arc::default(),
         }
+    }
+
+    /// The paused webhooks: cached for up to `PAUSED_FRESH`.
+    async fn paused_webhooks(&self) -> Result<HashSet<String>, StoreError> {
+        if let Some((read_at, set)) = locked(&self.paused).as_ref()
+            && read_at.elapsed() < PAUSED_FRESH
+        {
+            return Ok(set.clone());
+        }
+        let set: HashSet<String> = self
+            .store
+            .paused_webhooks()
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        *locked(&self.paused) = Some((std::time::Instant::now(), set.clone()));
+        Ok(set)
+    }
+
+    /// Forgets the cached paused set (a webhook was resumed or paused
+    /// here), so the next dispatch reads the store.
+    pub fn forget_paused(&self) {
+        *locked(&self.paused) = None;
     }
 
     /// The webhook's semaphore; a new one when its concurrency changed
@@ -368,6 +412,7 @@ impl Deliverer {
                  Fix the receiver, then run `synthd webhook resume {}` or change the webhook in the config and reload",
                 webhook.id);
             locked(&self.queues).remove(&webhook.id);
+            self.forget_paused();
         }
         crate::metrics::METRICS.attempt_done(
             result.record.status_code,
@@ -442,12 +487,12 @@ impl Deliverer {
     ) -> Result<Vec<(String, tokio::task::JoinHandle<Option<NextStep>>)>, StoreError> {
         let now = self.clock.now();
         locked(&self.unrecorded).retain(|_, until| *until > now);
-        let paused = self.store.paused_webhooks().await?;
+        let paused = self.paused_webhooks().await?;
         let mut tasks = Vec::new();
         for webhook in config
             .webhooks
             .iter()
-            .filter(|w| w.enabled && !paused.iter().any(|(p, _)| p == &w.id))
+            .filter(|w| w.enabled && !paused.contains(&w.id))
         {
             let mut refilled = false;
             loop {
@@ -572,6 +617,9 @@ impl Deliverer {
     /// until nothing new is due, so a record's later event goes out in the
     /// same pass once its earlier one is delivered.
     pub async fn deliver_pass(&self, config: &Arc<Config>) -> Result<PassSummary, StoreError> {
+        // A pass starts from what the store says now (a webhook resumed
+        // since the last pass goes out in this one).
+        self.forget_paused();
         let mut summary = PassSummary::default();
         let mut attempted: HashSet<String> = HashSet::new();
         // Dispatch again as each attempt ends, not per batch: a receiver that
@@ -586,11 +634,14 @@ impl Deliverer {
             let Some(result) = futures_util::StreamExt::next(&mut running).await else {
                 return Ok(summary);
             };
-            match result.ok().flatten() {
-                Some(NextStep::Delivered) => summary.delivered += 1,
-                Some(NextStep::RetryAt(_)) => summary.retrying += 1,
-                Some(NextStep::Failed) => summary.failed += 1,
-                None => {}
+            summary.count(result.ok().flatten());
+            // Whatever else finished meanwhile is counted before the next
+            // dispatch, so a fast receiver costs one dispatch per batch of
+            // finished attempts rather than one per attempt.
+            while let Some(Some(result)) =
+                futures_util::FutureExt::now_or_never(futures_util::StreamExt::next(&mut running))
+            {
+                summary.count(result.ok().flatten());
             }
         }
     }

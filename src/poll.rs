@@ -492,6 +492,8 @@ mod tests {
         Resource {
             name: "hris_employees".into(),
             path: "/employees".into(),
+            method: crate::config::Method::Get,
+            body: None,
             records: crate::json::Pointer::default(),
             id: crate::json::Pointer::parse("/id").unwrap(),
             pagination: Pagination::None,

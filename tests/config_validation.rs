@@ -634,10 +634,7 @@ async fn the_example_config_checks_with_its_secrets_in_the_environment() {
     // Each variable is needed: unset one and the error names its key.
     for (missing, path) in [
         ("BAMBOO_TOKEN", "providers.bamboo.auth.token_env"),
-        (
-            "GREENHOUSE_API_KEY",
-            "providers.greenhouse.auth.password_env",
-        ),
+        ("GREENHOUSE_API_KEY", "accounts[1].auth.username_env"),
         ("HR_SYNC_WEBHOOK_SECRET", "webhooks[0].secret_env"),
     ] {
         let partial: Vec<(&str, &str)> = vars

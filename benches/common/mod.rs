@@ -31,7 +31,13 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 /// The binary under test, built by `cargo bench` in the bench profile.
-pub const SYNTHD: &str = env!("CARGO_BIN_EXE_synthd");
+pub const BUILT_SYNTHD: &str = env!("CARGO_BIN_EXE_synthd");
+
+/// The binary under test: this build's, or `SYNTHD_BENCH_BIN` (an older
+/// build kept aside, to compare two builds side by side in one sitting).
+pub fn synthd_bin() -> String {
+    std::env::var("SYNTHD_BENCH_BIN").unwrap_or_else(|_| BUILT_SYNTHD.to_string())
+}
 
 /// The bearer token the loopback provider wants.
 pub const TOKEN: &str = "bench-token-0123456789";
@@ -627,10 +633,10 @@ pub fn synthd(config: &Path, args: &[&str]) -> Command {
     let mut cmd = match words.next() {
         Some(program) => {
             let mut c = Command::new(program);
-            c.args(words).arg(SYNTHD);
+            c.args(words).arg(synthd_bin());
             c
         }
-        None => Command::new(SYNTHD),
+        None => Command::new(synthd_bin()),
     };
     cmd.arg("--config").arg(config).args(args);
     clean_env(&mut cmd);

@@ -20,6 +20,7 @@ use crate::redact::{printable, redact_url};
 use crate::store::{DeliveryStatus, Store};
 
 pub mod out;
+mod providers;
 
 /// Synthetic webhooks for APIs that have none: poll, hash, detect, deliver.
 #[derive(Debug, Parser)]
@@ -104,6 +105,15 @@ pub enum Command {
         #[command(subcommand)]
         action: WebhookCommand,
     },
+    /// List the built-in provider catalog; `providers show NAME` prints one entry's block
+    #[command(args_conflicts_with_subcommands = true)]
+    Providers {
+        #[command(subcommand)]
+        show: Option<ProvidersCommand>,
+        /// Print the list as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a new random signing secret (whsec_…)
     Secret,
     /// Manage the state store (moving from one VM's SQLite to PostgreSQL)
@@ -119,6 +129,15 @@ pub enum Command {
         /// Poll interval of the simulated account (demo only; real configs allow 5m-1h)
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         interval: Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProvidersCommand {
+    /// Print a built-in provider's full block (with its doc pages) to copy and edit
+    Show {
+        #[arg(value_name = "NAME")]
+        name: String,
     },
 }
 
@@ -232,6 +251,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => check(&path),
+        Command::Providers { show: None, json } => providers::list(json),
+        Command::Providers {
+            show: Some(ProvidersCommand::Show { name }),
+            ..
+        } => providers::show(&name),
         Command::Run => run(path).await,
         Command::Sync {
             account,
@@ -336,7 +360,12 @@ pub fn describe_plan(config: &Config) -> String {
                 }
                 None => "full scan".to_string(),
             };
-            let _ = writeln!(out, "    {r}: GET {} ({mode})", res.path);
+            let _ = writeln!(
+                out,
+                "    {r}: {} {} ({mode})",
+                res.method.as_str(),
+                res.path
+            );
         }
     }
     let _ = writeln!(out, "webhooks:");

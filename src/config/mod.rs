@@ -23,11 +23,13 @@ use url::Url;
 use crate::json::Pointer;
 use crate::schedule::Schedule;
 
+pub mod catalog;
 mod raw;
 mod secrets;
 mod validate;
 
 use raw::RawConfig;
+pub(crate) use validate::catalog_provider;
 pub use validate::{MAX_INTERVAL, MIN_INTERVAL};
 
 /// Default location of the config file when neither `--config` nor
@@ -166,7 +168,13 @@ pub struct Retention {
 #[derive(Debug, Clone)]
 pub struct Provider {
     pub name: String,
-    pub base_url: Url,
+    /// The base URL as written; `{name}` placeholders are filled from each
+    /// account's `params` (see [`Provider::params`]).
+    pub base_url: String,
+    /// The placeholder names in `base_url`, in order of appearance.
+    pub params: Vec<String>,
+    /// Whether it came from the built-in catalog (possibly overridden).
+    pub builtin: bool,
     pub auth: Auth,
     pub rate_limit: Option<RateLimit>,
     /// Per request, including reading the body.
@@ -187,6 +195,10 @@ pub struct Provider {
 pub struct Resource {
     pub name: String,
     pub path: String,
+    /// POST for list endpoints that take their parameters in a JSON body.
+    pub method: Method,
+    /// The JSON object sent as the body of a POST list request.
+    pub body: Option<serde_json::Map<String, serde_json::Value>>,
     pub records: Pointer,
     pub id: Pointer,
     pub pagination: Pagination,
@@ -243,6 +255,19 @@ pub enum Pagination {
         next: Pointer,
         /// A flag that must be true for another page to follow.
         has_more: Option<Pointer>,
+        /// Query parameter or top-level key of the JSON body.
+        place: ParamPlace,
+        /// Later pages are POSTed here with only the cursor in the body.
+        continue_path: Option<String>,
+    },
+    /// The next page starts after the last record of this one
+    /// (`starting_after=<last id>`), Stripe style.
+    AfterLast {
+        param: String,
+        /// Pointer into the last record for the value to send.
+        from: Pointer,
+        /// A flag that must be true for another page to follow.
+        has_more: Option<Pointer>,
     },
     Link,
     NextUrl {
@@ -265,8 +290,37 @@ impl Pagination {
                 limit_param,
                 ..
             } => vec![offset_param, limit_param],
-            Pagination::Cursor { cursor_param, .. } => vec![cursor_param],
+            Pagination::Cursor {
+                cursor_param,
+                place: ParamPlace::Query,
+                ..
+            } => vec![cursor_param],
+            Pagination::AfterLast { param, .. } => vec![param],
             _ => Vec::new(),
+        }
+    }
+}
+
+/// Where a cursor is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamPlace {
+    Query,
+    /// A top-level key of the JSON body (POST list endpoints).
+    Body,
+}
+
+/// The HTTP method of a list request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
         }
     }
 }
@@ -344,7 +398,11 @@ pub enum ClientAuth {
 pub struct Account {
     pub id: String,
     pub provider: String,
+    /// The provider's base URL with this account's `params` filled in, or
+    /// the account's own `base_url`.
     pub base_url: Url,
+    /// Values for the `{placeholders}` of the base URL.
+    pub params: BTreeMap<String, String>,
     pub auth: Auth,
     pub resources: Vec<String>,
     pub schedule: Schedule,
@@ -519,18 +577,28 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             ));
         }
     }
-    let figment = Figment::new()
-        .merge(Toml::file_exact(path))
-        .merge(env_overrides());
+    let figment = catalog::with_builtins(
+        Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(env_overrides()),
+    );
     let raw: RawConfig = figment.extract().map_err(figment_error)?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
     validate::validate(raw, base_dir)
 }
 
+/// The `{param}` names a built-in provider's base URL needs (empty for an
+/// unknown name).
+pub fn catalog_params(name: &str) -> Vec<String> {
+    catalog::get(name)
+        .and_then(|e| catalog_provider(&e).ok())
+        .map(|p| p.params)
+        .unwrap_or_default()
+}
+
 /// Parses and validates a config held in a string (used by `demo` and tests).
 pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
-    let raw: RawConfig = Figment::new()
-        .merge(Toml::string(text))
+    let raw: RawConfig = catalog::with_builtins(Figment::new().merge(Toml::string(text)))
         .extract()
         .map_err(figment_error)?;
     validate::validate(raw, base_dir)

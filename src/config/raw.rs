@@ -65,7 +65,8 @@ pub(super) struct RawRetention {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawProvider {
-    pub(super) base_url: String,
+    /// Required once a built-in catalog entry (if any) is merged in.
+    pub(super) base_url: Option<String>,
     #[serde(default)]
     pub(super) auth: Option<RawAuth>,
     pub(super) pagination: Option<RawPagination>,
@@ -97,6 +98,10 @@ pub(super) enum RawBytes {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawResource {
     pub(super) path: String,
+    /// "GET" (default) or "POST" (list endpoints that take a JSON body).
+    pub(super) method: Option<String>,
+    /// The JSON body of a POST list request (a TOML table).
+    pub(super) body: Option<serde_json::Value>,
     pub(super) records: Option<String>,
     pub(super) id: Option<String>,
     pub(super) pagination: Option<RawPagination>,
@@ -156,6 +161,18 @@ pub(super) enum RawPagination {
         cursor_param: String,
         next: String,
         has_more: Option<String>,
+        /// Where the cursor goes: "query" (default) or "body".
+        #[serde(rename = "in")]
+        place: Option<String>,
+        /// Later pages go to this path with only the cursor in the body
+        /// (Dropbox `list_folder/continue`).
+        continue_path: Option<String>,
+    },
+    AfterLast {
+        param: String,
+        #[serde(default = "default_after_from")]
+        from: String,
+        has_more: Option<String>,
     },
     // Braces, not unit variants, so that deny_unknown_fields rejects
     // `{ type = "link", next = "…" }` instead of ignoring `next`.
@@ -186,6 +203,9 @@ pub(super) fn default_limit_param() -> String {
 }
 pub(super) fn default_cursor_param() -> String {
     "cursor".into()
+}
+pub(super) fn default_after_from() -> String {
+    "/id".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -234,6 +254,9 @@ pub(super) enum RawAuth {
 pub(super) struct RawAccount {
     pub(super) id: String,
     pub(super) provider: String,
+    /// Values for the provider's `base_url` `{placeholders}`.
+    #[serde(default)]
+    pub(super) params: BTreeMap<String, String>,
     pub(super) base_url: Option<String>,
     pub(super) auth: Option<RawAuth>,
     pub(super) resources: Option<Vec<String>>,

@@ -235,7 +235,20 @@ fn validate_provider(
 ) -> Result<Provider, ConfigError> {
     let path = format!("providers.{name}");
     check_name(&path, name)?;
-    let base_url = parse_url(&format!("{path}.base_url"), &raw.base_url)?;
+    let Some(base_url) = raw.base_url else {
+        return Err(ConfigError::new(
+            format!("{path}.base_url"),
+            format!(
+                "missing; a provider block needs base_url unless {name:?} is a built-in provider (synthd providers lists them)"
+            ),
+        ));
+    };
+    let params = placeholders(&format!("{path}.base_url"), &base_url)?;
+    // Checked with every placeholder filled by a sample value.
+    parse_url(
+        &format!("{path}.base_url"),
+        &fill(&base_url, &params, |_| "x"),
+    )?;
     let auth = match raw.auth {
         None => Auth::None,
         Some(a) => validate_auth(&format!("{path}.auth"), a, secrets)?,
@@ -335,6 +348,54 @@ fn validate_provider(
             None => default_pagination.clone(),
             Some(p) => validate_pagination(&format!("{rpath}.pagination"), p)?,
         };
+        let method = match r.method.as_deref() {
+            None => Method::Get,
+            Some(m) if m.eq_ignore_ascii_case("GET") => Method::Get,
+            Some(m) if m.eq_ignore_ascii_case("POST") => Method::Post,
+            Some(m) => {
+                return Err(ConfigError::new(
+                    format!("{rpath}.method"),
+                    format!("{m:?} is not a list method; use \"GET\" (the default) or \"POST\""),
+                ));
+            }
+        };
+        let body = match r.body {
+            None => None,
+            Some(serde_json::Value::Object(map)) if method == Method::Post => Some(map),
+            Some(serde_json::Value::Object(_)) => {
+                return Err(ConfigError::new(
+                    format!("{rpath}.body"),
+                    "a body is only sent with method = \"POST\"",
+                ));
+            }
+            Some(_) => {
+                return Err(ConfigError::new(
+                    format!("{rpath}.body"),
+                    "must be a table (sent as a JSON object)",
+                ));
+            }
+        };
+        if let Pagination::Cursor {
+            place: ParamPlace::Body,
+            continue_path,
+            ..
+        } = &pagination
+        {
+            if method != Method::Post {
+                return Err(ConfigError::new(
+                    format!("{rpath}.pagination.in"),
+                    "a cursor in the body needs method = \"POST\"",
+                ));
+            }
+            if let Some(c) = continue_path
+                && !c.starts_with('/')
+            {
+                return Err(ConfigError::new(
+                    format!("{rpath}.pagination.continue_path"),
+                    format!("{c:?} must start with / (relative to base_url)"),
+                ));
+            }
+        }
         let records = match r.records {
             None => records.clone(),
             Some(p) => pointer(&format!("{rpath}.records"), p)?,
@@ -435,6 +496,8 @@ fn validate_provider(
             Resource {
                 name: rname,
                 path: r.path,
+                method,
+                body,
                 records,
                 id,
                 pagination,
@@ -448,6 +511,8 @@ fn validate_provider(
     Ok(Provider {
         name: name.to_string(),
         base_url,
+        params,
+        builtin: catalog::get(name).is_some(),
         auth,
         rate_limit,
         timeout,
@@ -457,6 +522,64 @@ fn validate_provider(
         max_page_bytes,
         resources,
     })
+}
+
+/// A catalog entry's provider block alone, validated (for `synthd
+/// providers` and the catalog test).
+pub(crate) fn catalog_provider(entry: &catalog::Entry) -> Result<Provider, ConfigError> {
+    let mut root = figment::value::Dict::new();
+    let mut providers = figment::value::Dict::new();
+    providers.insert(entry.name.to_string(), entry.provider_value());
+    root.insert("providers".into(), providers.into());
+    let raw: RawConfig = figment::Figment::from(figment::providers::Serialized::defaults(root))
+        .extract()
+        .map_err(figment_error)?;
+    let secrets = Secrets::new(Path::new("."));
+    let mut out = None;
+    for (name, p) in raw.providers {
+        out = Some(validate_provider(&name, p, &secrets)?);
+    }
+    secrets.finish()?;
+    out.ok_or_else(|| ConfigError::new(format!("providers.{}", entry.name), "empty"))
+}
+
+/// The `{name}` placeholders of a base URL, in order, each once.
+fn placeholders(path: &str, template: &str) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest.as_bytes()[open] == b'}' {
+            return Err(ConfigError::new(path, "has a '}' without its '{'"));
+        }
+        let Some(len) = rest[open + 1..].find('}') else {
+            return Err(ConfigError::new(path, "has a '{' without its '}'"));
+        };
+        let name = &rest[open + 1..open + 1 + len];
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(ConfigError::new(
+                path,
+                format!("placeholder {{{name}}} must be lowercase letters, digits or _"),
+            ));
+        }
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+        }
+        rest = &rest[open + len + 2..];
+    }
+    Ok(out)
+}
+
+/// The template with each `{name}` replaced by `value(name)`.
+fn fill<'v>(template: &str, names: &[String], value: impl Fn(&str) -> &'v str) -> String {
+    let mut out = template.to_string();
+    for n in names {
+        out = out.replace(&format!("{{{n}}}"), value(n));
+    }
+    out
 }
 
 fn validate_pagination(path: &str, raw: RawPagination) -> Result<Pagination, ConfigError> {
@@ -561,11 +684,65 @@ fn validate_pagination(path: &str, raw: RawPagination) -> Result<Pagination, Con
             cursor_param,
             next,
             has_more,
-        } => Pagination::Cursor {
-            cursor_param,
-            next: pointer(&format!("{path}.next"), next)?,
-            has_more: optional("has_more", has_more)?,
-        },
+            place,
+            continue_path,
+        } => {
+            let place = match place.as_deref() {
+                None | Some("query") => ParamPlace::Query,
+                Some("body") => ParamPlace::Body,
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        format!("{path}.in"),
+                        format!(
+                            "{other:?} is not a place; use \"query\" (the default) or \"body\""
+                        ),
+                    ));
+                }
+            };
+            if continue_path.is_some() && place != ParamPlace::Body {
+                return Err(ConfigError::new(
+                    format!("{path}.continue_path"),
+                    "continue_path sends the cursor in the body; set in = \"body\"",
+                ));
+            }
+            if cursor_param.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{path}.cursor_param"),
+                    "must not be empty",
+                ));
+            }
+            Pagination::Cursor {
+                cursor_param,
+                next: pointer(&format!("{path}.next"), next)?,
+                has_more: optional("has_more", has_more)?,
+                place,
+                continue_path,
+            }
+        }
+        RawPagination::AfterLast {
+            param,
+            from,
+            has_more,
+        } => {
+            if param.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{path}.param"),
+                    "must not be empty",
+                ));
+            }
+            let from = pointer(&format!("{path}.from"), from)?;
+            if from.is_root() {
+                return Err(ConfigError::new(
+                    format!("{path}.from"),
+                    "must point into the record (such as \"/id\"), not be the whole record",
+                ));
+            }
+            Pagination::AfterLast {
+                param,
+                from,
+                has_more: optional("has_more", has_more)?,
+            }
+        }
         RawPagination::Link {} => Pagination::Link,
         RawPagination::NextUrl { next } => Pagination::NextUrl {
             next: pointer(&format!("{path}.next"), next)?,
@@ -766,14 +943,65 @@ fn validate_account(
             ),
         ));
     };
-    let base_url = match raw.base_url {
-        None => provider.base_url.clone(),
-        Some(u) => parse_url(&format!("{path}.base_url"), &u)?,
+    let (template, template_key) = match &raw.base_url {
+        None => (
+            provider.base_url.clone(),
+            format!("providers.{}.base_url", provider.name),
+        ),
+        Some(u) => (u.clone(), format!("{path}.base_url")),
     };
+    let needed = placeholders(&template_key, &template)?;
+    for name in &needed {
+        let Some(value) = raw.params.get(name) else {
+            return Err(ConfigError::new(
+                format!("{path}.params.{name}"),
+                format!(
+                    "missing: provider {:?} needs params = {{ {name} = \"…\" }} (its base_url is {template:?})",
+                    provider.name
+                ),
+            ));
+        };
+        if value.is_empty()
+            || !value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(ConfigError::new(
+                format!("{path}.params.{name}"),
+                "must be non-empty letters, digits, '-', '_' or '.' (it becomes part of the URL)",
+            ));
+        }
+    }
+    if let Some(extra) = raw.params.keys().find(|k| !needed.contains(k)) {
+        return Err(ConfigError::new(
+            format!("{path}.params.{extra}"),
+            format!(
+                "not a placeholder of the base_url {template:?} (placeholders: {})",
+                list_or_none(&needed.iter().map(String::as_str).collect::<Vec<_>>())
+            ),
+        ));
+    }
+    let base_url = parse_url(
+        &template_key,
+        &fill(&template, &needed, |n| raw.params[n].as_str()),
+    )?;
     let auth = match raw.auth {
         None => provider.auth.clone(),
         Some(a) => validate_auth(&format!("{path}.auth"), a, secrets)?,
     };
+    if auth == Auth::None
+        && let Some(entry) = catalog::get(&provider.name)
+        && entry.auth_type() != "none"
+    {
+        return Err(ConfigError::new(
+            format!("{path}.auth"),
+            format!(
+                "provider {:?} needs credentials, e.g. auth = {}",
+                provider.name,
+                entry.auth_example()
+            ),
+        ));
+    }
     if let Auth::Query { name, .. } = &auth {
         for r in provider.resources.values() {
             let since = r.updated_since.as_ref().map(|u| u.param.as_str());
@@ -851,6 +1079,7 @@ fn validate_account(
     Ok(Account {
         id: raw.id,
         provider: raw.provider,
+        params: raw.params,
         base_url,
         auth,
         resources,
@@ -1361,4 +1590,91 @@ fn parse_event_filter(path: &str, s: &str) -> Result<EventFilter, ConfigError> {
             "{s:?} is not an event filter: use \"hris_employees.created\", \"hris_employees.*\" or \"*\""
         ),
     ))
+}
+
+#[cfg(test)]
+mod placeholder_tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_found_once_each_and_malformed_ones_refused() {
+        let p = |s: &str| placeholders("k", s);
+        assert_eq!(
+            p("https://{sub}.x.com/{a_1}/v1/{sub}").unwrap(),
+            vec!["sub".to_string(), "a_1".to_string()]
+        );
+        assert!(p("https://x.com/v1").unwrap().is_empty());
+        assert!(
+            p("https://{sub.x.com")
+                .unwrap_err()
+                .message
+                .contains("without its '}'")
+        );
+        assert!(
+            p("https://sub}.x.com")
+                .unwrap_err()
+                .message
+                .contains("without its '{'")
+        );
+        assert!(p("https://{}.x.com").is_err());
+        assert!(p("https://{Sub}.x.com").is_err());
+        let names = vec!["sub".to_string()];
+        assert_eq!(
+            fill("https://{sub}.x.com/{sub}", &names, |_| "acme"),
+            "https://acme.x.com/acme"
+        );
+    }
+}
+
+#[cfg(test)]
+mod list_request_tests {
+    use crate::config::from_toml_str;
+    use std::path::Path;
+
+    fn error(resource: &str) -> String {
+        let text = format!(
+            "[providers.p]\nbase_url = \"http://127.0.0.1:1\"\n[providers.p.resources.crm_contacts]\npath = \"/c\"\n{resource}\n"
+        );
+        from_toml_str(&text, Path::new("."))
+            .map(|_| String::new())
+            .unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn post_bodies_and_the_new_pagination_keys_are_checked() {
+        assert!(error("method = \"POST\"\nbody = { limit = 1 }").is_empty());
+        assert!(error("method = \"PUT\"").contains("crm_contacts.method"));
+        assert!(error("body = { limit = 1 }").contains("only sent with method = \"POST\""));
+        assert!(error("method = \"POST\"\nbody = 3").contains("must be a table"));
+        assert!(
+            error("pagination = { type = \"cursor\", next = \"/n\", in = \"body\" }")
+                .contains("pagination.in: a cursor in the body needs method")
+        );
+        assert!(
+            error("pagination = { type = \"cursor\", next = \"/n\", in = \"header\" }")
+                .contains("pagination.in")
+        );
+        assert!(
+            error("pagination = { type = \"cursor\", next = \"/n\", continue_path = \"/c\" }")
+                .contains("set in = \"body\"")
+        );
+        assert!(
+            error("method = \"POST\"\npagination = { type = \"cursor\", next = \"/n\", in = \"body\", continue_path = \"c\" }")
+                .contains("continue_path")
+        );
+        assert!(
+            error(
+                "pagination = { type = \"after_last\", param = \"starting_after\", from = \"\" }"
+            )
+            .contains("pagination.from")
+        );
+        assert!(
+            error("pagination = { type = \"after_last\", param = \"\" }")
+                .contains("pagination.param")
+        );
+        assert!(
+            error("query = { starting_after = \"x\" }\npagination = { type = \"after_last\", param = \"starting_after\" }")
+                .contains("query.starting_after")
+        );
+    }
 }

@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 use url::Url;
 
-use crate::config::{Account, Auth, ClientAuth, OAuth2, Provider, Resource, TimeFormat};
+use crate::config::{Account, Auth, ClientAuth, Method, OAuth2, Provider, Resource, TimeFormat};
 use crate::net::{self, ReadError};
 use crate::redact::redact_url;
 
@@ -47,26 +47,26 @@ const MAX_TOKEN_BYTES: u64 = 1 << 20;
 /// A token without `expires_in` is assumed to last this long.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
-/// Why fetching a resource failed. Messages carry a redacted URL and never a
-/// body or credential.
+/// Why fetching a resource failed. Messages carry the method and a redacted
+/// URL (`url` is "GET https://…"), never a body or credential.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("GET {url}: HTTP {status}{hint}")]
+    #[error("{url}: HTTP {status}{hint}")]
     Status {
         url: String,
         status: u16,
         hint: &'static str,
     },
-    #[error("GET {url}: {kind}: {detail}")]
+    #[error("{url}: {kind}: {detail}")]
     Transport {
         url: String,
         kind: &'static str,
         detail: String,
     },
-    #[error("GET {url}: {detail}")]
+    #[error("{url}: {detail}")]
     Redirect { url: String, detail: String },
     #[error(
-        "GET {url}: HTTP {status} asks to wait {wait_secs}s (Retry-After), longer than the {}s a poll waits; the next scheduled poll tries again",
+        "{url}: HTTP {status} asks to wait {wait_secs}s (Retry-After), longer than the {}s a poll waits; the next scheduled poll tries again",
         MAX_RETRY_AFTER.as_secs()
     )]
     RetryAfterTooLong {
@@ -79,44 +79,44 @@ pub enum FetchError {
         attempts: u32,
         last: Box<FetchError>,
     },
-    #[error("GET {url}: response is not JSON (content-type {content_type:?}, {what})")]
+    #[error("{url}: response is not JSON (content-type {content_type:?}, {what})")]
     NotJson {
         url: String,
         content_type: String,
         what: String,
     },
     #[error(
-        "GET {url}: record {index} of the response is not JSON ({detail}); the page was not applied"
+        "{url}: record {index} of the response is not JSON ({detail}); the page was not applied"
     )]
     RecordNotJson {
         url: String,
         index: usize,
         detail: String,
     },
-    #[error("GET {url}: response JSON is truncated ({detail})")]
+    #[error("{url}: response JSON is truncated ({detail})")]
     TruncatedJson { url: String, detail: String },
-    #[error("GET {url}: response is larger than the {limit}-byte page limit (max_page_bytes)")]
+    #[error("{url}: response is larger than the {limit}-byte page limit (max_page_bytes)")]
     TooLarge { url: String, limit: u64 },
-    #[error("GET {url}: records pointer {pointer:?} {what}")]
+    #[error("{url}: records pointer {pointer:?} {what}")]
     Records {
         url: String,
         pointer: String,
         what: &'static str,
     },
-    #[error("GET {url}: pagination {key} {pointer:?} {what}")]
+    #[error("{url}: pagination {key} {pointer:?} {what}")]
     EndSignal {
         url: String,
         key: &'static str,
         pointer: String,
         what: &'static str,
     },
-    #[error("GET {url}: pagination loop: the provider returned the same {what} twice")]
+    #[error("{url}: pagination loop: the provider returned the same {what} twice")]
     Loop { url: String, what: &'static str },
     #[error(
         "stopped after max_pages = {max} pages with more to fetch; raise max_pages or narrow the resource"
     )]
     MaxPages { max: u64 },
-    #[error("GET {url}: next page URL {detail}")]
+    #[error("{url}: next page URL {detail}")]
     BadNext { url: String, detail: String },
     #[error("OAuth2 token request to {url} failed: {detail}")]
     OAuth { url: String, detail: String },
@@ -148,6 +148,9 @@ pub(crate) struct Request<'a> {
     pub provider: &'a Provider,
     pub resource: &'a Resource,
     pub url: &'a Url,
+    pub method: Method,
+    /// The JSON body of a POST.
+    pub body: Option<&'a [u8]>,
     /// Statuses that mean "no more pages" (`end_status`).
     pub end_status: &'a [u16],
 }
@@ -295,9 +298,15 @@ impl ProviderClient {
         Ok((token.to_string(), lifetime))
     }
 
-    /// One GET with auth, rate limit, retries and the size limit.
+    /// One list request (a GET, or a POST with a JSON body) with auth, rate
+    /// limit, retries and the size limit. Retrying a POST is safe: list
+    /// endpoints only read.
     pub(crate) async fn get(&self, req: &Request<'_>) -> Result<Fetched, FetchError> {
-        let shown = shown_url(req.account, req.url);
+        let shown = format!(
+            "{} {}",
+            req.method.as_str(),
+            shown_url(req.account, req.url)
+        );
         let attempts = req.provider.retries + 1;
         let mut rejected_token: Option<String> = None;
         let mut attempt = 0;
@@ -420,9 +429,18 @@ impl ProviderClient {
                 oauth_token = Some(token);
             }
         }
-        let resp = self
-            .http
-            .get(req.url.clone())
+        let mut builder = match req.method {
+            Method::Get => self.http.get(req.url.clone()),
+            Method::Post => self.http.post(req.url.clone()),
+        };
+        if let Some(body) = req.body {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            builder = builder.body(body.to_vec());
+        }
+        let resp = builder
             .timeout(req.provider.timeout)
             .headers(headers)
             .send()

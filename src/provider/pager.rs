@@ -4,7 +4,11 @@
 //! `page` and `offset` stop at a short or empty page, or earlier at an
 //! explicit end signal when one is configured (`total`, `last_page`,
 //! `has_more`, or a status in `end_status` after a full page). `cursor`,
-//! `link` and `next_url` stop when the provider gives no next step. Every
+//! `link` and `next_url` stop when the provider gives no next step (or a
+//! `has_more` flag is false); a cursor may travel in the query or in the
+//! JSON body of a POST, optionally to a continuation path. `after_last`
+//! sends a value of the page's last record (`starting_after=<id>`) and
+//! stops at an empty page or a false `has_more`. Every
 //! style refuses to loop: a URL fetched twice in one scan, or a page/offset
 //! page byte-identical to the one before it (a provider ignoring the page
 //! parameter), is a "pagination loop" error.
@@ -18,7 +22,9 @@ use url::Url;
 
 use super::page::{self, Page, Probe, RecordsProblem, ScanError};
 use super::{FetchError, Fetched, ProviderClient, Request, format_since, shown_url};
-use crate::config::{Account, Auth, EndSignals, Pagination, Provider, Resource};
+use crate::config::{
+    Account, Auth, EndSignals, Method, Pagination, ParamPlace, Provider, Resource,
+};
 use crate::json::Pointer;
 use crate::redact::redact_url;
 
@@ -50,6 +56,8 @@ enum NextRequest {
     Params(Vec<(String, String)>),
     /// A URL handed to us by the provider (Link header or next_url).
     Url(Url),
+    /// A cursor that goes into the JSON body of a POST.
+    BodyCursor(String),
 }
 
 /// The body values pagination reads, and where each is in the probe list.
@@ -79,6 +87,9 @@ impl Probes {
             }
             Pagination::Cursor { next, has_more, .. } => {
                 probes.cursor = Some(probes.add(next));
+                probes.has_more = has_more.as_ref().map(|p| probes.add(p));
+            }
+            Pagination::AfterLast { has_more, .. } => {
                 probes.has_more = has_more.as_ref().map(|p| probes.add(p));
             }
             Pagination::NextUrl { next } => probes.next_url = Some(probes.add(next)),
@@ -148,9 +159,52 @@ impl<'a> Pager<'a> {
         url
     }
 
+    /// The URL and (for POST) the JSON body of the request `next`.
+    fn build(&self, next: &NextRequest) -> (Url, Option<Vec<u8>>) {
+        let template = || self.resource.body.clone().unwrap_or_default();
+        let (url, body) = match next {
+            NextRequest::BodyCursor(cursor) => {
+                let (param, continue_path) = match &self.resource.pagination {
+                    Pagination::Cursor {
+                        cursor_param,
+                        continue_path,
+                        ..
+                    } => (cursor_param.as_str(), continue_path.as_deref()),
+                    _ => ("cursor", None),
+                };
+                match continue_path {
+                    // Only the cursor goes to the continuation endpoint.
+                    Some(path) => {
+                        let mut url = self.account.base_url.clone();
+                        let full = format!("{}{path}", url.path().trim_end_matches('/'));
+                        url.set_path(&full);
+                        url.set_query(None);
+                        let mut body = serde_json::Map::new();
+                        body.insert(param.to_string(), cursor.clone().into());
+                        (url, Some(body))
+                    }
+                    None => {
+                        let mut body = template();
+                        body.insert(param.to_string(), cursor.clone().into());
+                        (self.build_url(&NextRequest::Params(Vec::new())), Some(body))
+                    }
+                }
+            }
+            other => (
+                self.build_url(other),
+                (self.resource.method == Method::Post).then(template),
+            ),
+        };
+        let body = body.map(|b| {
+            serde_json::to_vec(&serde_json::Value::Object(b)).expect("JSON values serialise")
+        });
+        (self.with_query_auth(url), body)
+    }
+
     fn build_url(&self, next: &NextRequest) -> Url {
-        let mut url = match next {
+        match next {
             NextRequest::Url(u) => u.clone(),
+            NextRequest::BodyCursor(_) => self.base_url(),
             NextRequest::Params(params) => {
                 let mut url = self.base_url();
                 {
@@ -170,7 +224,10 @@ impl<'a> Pager<'a> {
                 }
                 url
             }
-        };
+        }
+    }
+
+    fn with_query_auth(&self, mut url: Url) -> Url {
         if let Auth::Query { name, value } = &self.account.auth
             && !url.query_pairs().any(|(k, _)| k == name.as_str())
         {
@@ -189,11 +246,16 @@ impl<'a> Pager<'a> {
                 max: self.provider.max_pages,
             });
         }
-        let url = self.build_url(&next);
-        let shown = shown_url(self.account, &url);
+        let (url, body) = self.build(&next);
+        let shown = format!(
+            "{} {}",
+            self.resource.method.as_str(),
+            shown_url(self.account, &url)
+        );
         let url_hash = {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             url.as_str().hash(&mut h);
+            body.hash(&mut h);
             h.finish()
         };
         if self.fetched.contains(&url_hash) {
@@ -201,6 +263,7 @@ impl<'a> Pager<'a> {
                 url: shown,
                 what: match self.resource.pagination {
                     Pagination::Cursor { .. } => "cursor",
+                    Pagination::AfterLast { .. } => "last record",
                     _ => "next-page URL",
                 },
             });
@@ -219,6 +282,8 @@ impl<'a> Pager<'a> {
                 provider: self.provider,
                 resource: self.resource,
                 url: &url,
+                method: self.resource.method,
+                body: body.as_deref(),
                 end_status,
             })
             .await?;
@@ -239,7 +304,7 @@ impl<'a> Pager<'a> {
         };
         let first_byte = bytes.iter().copied().find(|b| !b.is_ascii_whitespace());
         let probe_refs: Vec<&Pointer> = self.probes.pointers.iter().collect();
-        let page = page::scan(bytes, &self.resource.records, &probe_refs).map_err(|e| {
+        let mut page = page::scan(bytes, &self.resource.records, &probe_refs).map_err(|e| {
             body_error(
                 &shown,
                 &self.resource.records,
@@ -248,6 +313,7 @@ impl<'a> Pager<'a> {
                 e,
             )
         })?;
+        page.url = shown.clone();
         self.records += page.len() as u64;
         self.next = self.following(&shown, &url, next, &headers, &page, body_hash)?;
         self.fetched.insert(url_hash);
@@ -307,9 +373,37 @@ impl<'a> Pager<'a> {
                 Some(NextRequest::Params(params))
             }
             (
+                Pagination::AfterLast {
+                    param,
+                    from,
+                    has_more,
+                },
+                _,
+            ) => {
+                if page.is_empty() {
+                    return Ok(None);
+                }
+                if let (Some(i), Some(p)) = (self.probes.has_more, has_more)
+                    && !flag(page, i)
+                        .ok_or_else(|| signal_err("has_more", p, "is not true or false"))?
+                {
+                    return Ok(None);
+                }
+                let last = page
+                    .last_record()
+                    .and_then(|r| page::value_at(r, from))
+                    .and_then(|v| v.as_text().map(str::to_string))
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| {
+                        signal_err("from", from, "is not a string or number in the last record")
+                    })?;
+                Some(NextRequest::Params(vec![(param.clone(), last)]))
+            }
+            (
                 Pagination::Cursor {
                     cursor_param,
                     has_more,
+                    place,
                     ..
                 },
                 _,
@@ -322,6 +416,9 @@ impl<'a> Pager<'a> {
                 }
                 let cursor = self.probes.cursor.and_then(|i| page.probe(i));
                 match cursor.and_then(Probe::as_text) {
+                    Some(c) if !c.is_empty() && *place == ParamPlace::Body => {
+                        Some(NextRequest::BodyCursor(c.to_string()))
+                    }
                     Some(c) if !c.is_empty() => Some(NextRequest::Params(vec![(
                         cursor_param.clone(),
                         c.to_string(),
