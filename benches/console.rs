@@ -30,8 +30,9 @@ fn main() {
     let rows = env_usize("CONSOLE_BENCH_ROWS", 1_000_000) as i64;
     let rt = runtime();
     println!(
-        "console benchmark: {} deliveries, synthd {SYNTHD}, {} (figures are noisy on a shared machine)",
+        "console benchmark: {} deliveries, synthd {}, {} (figures are noisy on a shared machine)",
         thousands(rows as u64),
+        synthd_bin(),
         machine()
     );
     let dir = temp_dir("synthd-console-bench-");
