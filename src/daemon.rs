@@ -30,6 +30,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct Engine {
     pub ctx: PollContext,
     pub deliverer: Deliverer,
+    /// Asks the scheduler to poll an account now (the console's "poll
+    /// now"); the scheduler takes the receiving end.
+    pub poll_now: tokio::sync::mpsc::UnboundedSender<String>,
+    poll_now_rx: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>>,
 }
 
 impl Engine {
@@ -49,7 +53,13 @@ impl Engine {
             clock,
             events_queued: deliverer.wake.clone(),
         };
-        Engine { deliverer, ctx }
+        let (poll_now, rx) = tokio::sync::mpsc::unbounded_channel();
+        Engine {
+            deliverer,
+            ctx,
+            poll_now,
+            poll_now_rx: Arc::new(Mutex::new(Some(rx))),
+        }
     }
 
     /// Emits account.created / updated / deleted for config changes, and
@@ -154,10 +164,11 @@ pub async fn run(
         shutdown_rx.clone(),
     ));
     if let Some(addr) = config.daemon.listen {
-        let (store, shutdown) = (engine.ctx.store.clone(), shutdown_rx.clone());
+        let (engine, config_rx, shutdown) =
+            (engine.clone(), config_rx.clone(), shutdown_rx.clone());
         tasks.spawn(async move {
-            if let Err(e) = crate::http::serve(addr, store, shutdown).await {
-                tracing::error!(listen = %addr, error = %e, "cannot serve /healthz and /metrics; polling and delivery continue");
+            if let Err(e) = crate::http::serve(addr, engine, config_rx, shutdown).await {
+                tracing::error!(listen = %addr, error = %e, "cannot serve the console, /healthz and /metrics; polling and delivery continue");
             }
         });
     }
@@ -443,6 +454,12 @@ async fn scheduler(
         &running.lock().unwrap_or_else(|p| p.into_inner()),
         engine.ctx.clock.now(),
     );
+    let mut poll_now = engine
+        .poll_now_rx
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let mut forced: HashSet<String> = HashSet::new();
 
     // Memory freed by finished polls goes back to the system once polling
     // goes quiet, at most every TRIM_EVERY (the trim walks the heap).
@@ -495,12 +512,14 @@ async fn scheduler(
             // interval (after our last start plus half an interval).
             let half = chrono::Duration::from_std(account.schedule.nominal_interval(now) / 2)
                 .unwrap_or_default();
+            // Asked for now (the console): polled whatever the schedule,
+            // as `sync` does.
             let mode = poll::PollMode {
-                skip_if_started_after: Some(
+                skip_if_started_after: (!forced.remove(&account.id)).then(|| {
                     last_start
                         .get(&account.id)
-                        .map_or(now - half, |t| *t + half),
-                ),
+                        .map_or(now - half, |t| *t + half)
+                }),
             };
             polls.spawn(async move {
                 let _permit = permit;
@@ -602,6 +621,21 @@ async fn scheduler(
                     &running.lock().unwrap_or_else(|p| p.into_inner()),
                     engine.ctx.clock.now(),
                 );
+            }
+            Some(id) = async { match poll_now.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
+                // Forgetting when it last started makes it due at once;
+                // rebuilding the queue drops its scheduled entry, so the
+                // account is not polled twice.
+                if index.contains_key(&id) {
+                    last_start.remove(&id);
+                    forced.insert(id.clone());
+                    queue = Queue::build(
+                        &config,
+                        &last_start,
+                        &running.lock().unwrap_or_else(|p| p.into_inner()),
+                        engine.ctx.clock.now(),
+                    );
+                }
             }
             _ = shutdown.changed() => {}
         }

@@ -417,6 +417,11 @@ impl Deliverer {
             locked(&self.queues).remove(&webhook.id);
             self.forget_paused();
         }
+        crate::metrics::METRICS.attempt_done(
+            result.record.status_code,
+            result.record.duration_ms,
+            step,
+        );
         let status = result.record.status_code;
         let duration_ms = result.record.duration_ms;
         let url = webhook.shown_url();

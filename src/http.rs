@@ -1,32 +1,42 @@
-//! The optional operator endpoint (`daemon.listen`): `GET /healthz` and
-//! `GET /metrics` in the Prometheus text format. Figures are read from the
-//! store on each request, so they agree with `synthd status`.
+//! The operator listener (`daemon.listen`): the web console
+//! ([`crate::console`]), `GET /healthz` and `GET /metrics` (Prometheus,
+//! from [`crate::metrics`]). /healthz and /metrics stay open on any
+//! address (scrapers); console pages follow the console's access rules.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use chrono::Utc;
 use tokio::sync::watch;
 
-use crate::store::{Store, StoreError};
+use crate::config::Config;
+use crate::daemon::Engine;
 
 /// Binds `addr` and serves until `shutdown` turns true.
 pub async fn serve(
     addr: SocketAddr,
-    store: Store,
+    engine: Engine,
+    config: watch::Receiver<Arc<Config>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(listen = %addr, "serving /healthz and /metrics");
+    let loopback = addr.ip().is_loopback();
+    tracing::info!(listen = %addr, loopback, "serving the console, /healthz and /metrics");
+    if !loopback && config.borrow().console.token.is_none() {
+        tracing::warn!(listen = %addr,
+            "daemon.listen is not a loopback address and [console] has no token: console pages answer 403 until one is set");
+    }
+    let console = crate::console::Console::new(engine.clone(), config, loopback);
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .with_state(store);
+        .with_state(engine)
+        .merge(crate::console::routes(console))
+        .layer(axum::middleware::from_fn(crate::console::headers));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
@@ -34,8 +44,8 @@ pub async fn serve(
         .await
 }
 
-async fn healthz(State(store): State<Store>) -> impl IntoResponse {
-    match store.delivery_counts().await {
+async fn healthz(State(engine): State<Engine>) -> impl IntoResponse {
+    match engine.ctx.store.pending_deliveries().await {
         Ok(_) => (StatusCode::OK, "ok\n".to_string()),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -44,11 +54,15 @@ async fn healthz(State(store): State<Store>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(store): State<Store>) -> impl IntoResponse {
-    match render(&store).await {
+async fn metrics(State(engine): State<Engine>) -> impl IntoResponse {
+    let now = engine.ctx.clock.now();
+    match crate::metrics::METRICS.render(&engine.ctx.store, now).await {
         Ok(body) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             body,
         ),
         Err(e) => (
@@ -57,51 +71,4 @@ async fn metrics(State(store): State<Store>) -> impl IntoResponse {
             format!("store unavailable: {e}\n"),
         ),
     }
-}
-
-/// The Prometheus exposition text.
-pub async fn render(store: &Store) -> Result<String, StoreError> {
-    let counts = store.delivery_counts().await?;
-    let polls = store.poll_status().await?;
-    let failing = polls.iter().filter(|p| p.consecutive_failures > 0).count();
-    let health = (polls.len() - failing, failing);
-    let paused = store.paused_webhooks().await?;
-    let oldest = store.oldest_pending_at().await?;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP synthd_deliveries Deliveries in the store by state."
-    );
-    let _ = writeln!(out, "# TYPE synthd_deliveries gauge");
-    for (state, n) in [
-        ("pending", counts.pending),
-        ("delivered", counts.delivered),
-        ("failed", counts.failed),
-    ] {
-        let _ = writeln!(out, "synthd_deliveries{{state=\"{state}\"}} {n}");
-    }
-    let _ = writeln!(
-        out,
-        "# HELP synthd_oldest_pending_delivery_age_seconds Age of the oldest pending delivery."
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE synthd_oldest_pending_delivery_age_seconds gauge"
-    );
-    let age = oldest.map_or(0, |t| (Utc::now() - t).num_seconds().max(0));
-    let _ = writeln!(out, "synthd_oldest_pending_delivery_age_seconds {age}");
-    let _ = writeln!(
-        out,
-        "# HELP synthd_resources Account/resource pairs by the state of their last poll."
-    );
-    let _ = writeln!(out, "# TYPE synthd_resources gauge");
-    let _ = writeln!(out, "synthd_resources{{state=\"ok\"}} {}", health.0);
-    let _ = writeln!(out, "synthd_resources{{state=\"failing\"}} {}", health.1);
-    let _ = writeln!(
-        out,
-        "# HELP synthd_paused_webhooks Webhooks paused after 5 days of failures."
-    );
-    let _ = writeln!(out, "# TYPE synthd_paused_webhooks gauge");
-    let _ = writeln!(out, "synthd_paused_webhooks {}", paused.len());
-    Ok(out)
 }

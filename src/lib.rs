@@ -20,7 +20,8 @@
 //! - [`events`]: event bodies and which webhooks receive them;
 //! - [`deliver`]: the outbox worker, with [`signing`] beside it;
 //! - [`daemon`] and [`cli`]: wiring, signals, exit codes; [`http`] serves
-//!   `/healthz` and `/metrics`; [`demo`] runs the
+//!   the [`console`], `/healthz` and `/metrics` ([`metrics`]); [`views`] is
+//!   the query layer the console and the CLI share; [`demo`] runs the
 //!   whole pipeline against embedded loopback servers.
 //!
 //! See ARCHITECTURE.md for the map, and `../shared/SPEC.md` for the contract.
@@ -28,6 +29,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod deliver;
 pub mod demo;
@@ -38,6 +40,7 @@ pub mod ingest;
 pub mod json;
 pub mod logging;
 pub mod memory;
+pub mod metrics;
 pub mod net;
 pub mod poll;
 pub mod provider;
@@ -45,3 +48,4 @@ pub mod redact;
 pub mod schedule;
 pub mod signing;
 pub mod store;
+pub mod views;

@@ -142,6 +142,7 @@ pub async fn poll_account(
                 account = %account.id, resource = %name, duration_ms, error = %e, "poll failed"
             ),
         }
+        crate::metrics::poll_finished(&account.id, name, ctx.clock.now(), duration, &result);
         outcomes.push(ResourceOutcome {
             account_id: account.id.clone(),
             resource: name.clone(),

@@ -206,14 +206,25 @@ async fn run_serves_metrics_reloads_on_sighup_and_stops_on_sigterm() {
         let m = metrics().await;
         gauge(&m, "synthd_resources{state=\"ok\"}") == Some(1)
             && gauge(&m, "synthd_resources{state=\"failing\"}") == Some(1)
-            && gauge(&m, "synthd_deliveries{state=\"delivered\"}") == Some(2)
-            && gauge(&m, "synthd_deliveries{state=\"pending\"}") == Some(2)
+            && gauge(
+                &m,
+                "synthd_deliveries_total{result=\"delivered\",status_class=\"2xx\"}",
+            ) == Some(2)
+            && gauge(&m, "synthd_deliveries_pending") == Some(2)
     })
     .await;
     let m = metrics().await;
+    // Dead's refusals are retries, never final failures yet.
     assert_eq!(
-        gauge(&m, "synthd_deliveries{state=\"failed\"}"),
-        Some(0),
+        gauge(
+            &m,
+            "synthd_deliveries_total{result=\"failed\",status_class=\"5xx\"}"
+        ),
+        None,
+        "{m}"
+    );
+    assert!(
+        gauge(&m, "synthd_delivery_retries_scheduled_total").unwrap_or(0) >= 2,
         "{m}"
     );
     assert_eq!(gauge(&m, "synthd_paused_webhooks"), Some(0), "{m}");

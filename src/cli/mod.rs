@@ -70,6 +70,12 @@ pub enum Command {
         /// Only deliveries of this event
         #[arg(long, value_name = "EVENT_ID")]
         event: Option<String>,
+        /// Only events of this type (e.g. hris_employees.created)
+        #[arg(long = "type", value_name = "EVENT_TYPE")]
+        event_type: Option<String>,
+        /// Skip this many rows (paging)
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
         /// At most this many rows
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -267,16 +273,20 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             webhook,
             status,
             event,
+            event_type,
+            offset,
             limit,
             json,
         } => {
-            let filter = crate::store::DeliveryFilter {
+            let query = crate::store::LogQuery {
                 webhook,
                 status,
-                event,
+                event_type,
+                event_id: event,
+                offset,
                 limit,
             };
-            list_deliveries(&path, &filter, json).await
+            list_deliveries(&path, &query, json).await
         }
         Command::Replay {
             event_id,
@@ -578,27 +588,11 @@ async fn sync(
 async fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
     let config = config::load(path)?;
     let store = open_existing(&config).await?;
-    let polls = store.poll_status().await?;
-    let instances = store.instances().await?;
+    let view = crate::views::overview(&store, &config, Utc::now()).await?;
     let counts = store.delivery_counts().await?;
-    let paused = store.paused_webhooks().await?;
-    let now = Utc::now();
-    let next_poll = |account_id: &str, last: Option<chrono::DateTime<Utc>>| {
-        config
-            .accounts
-            .iter()
-            .find(|a| a.id == account_id)
-            .map(|a| a.schedule.next_due(&a.id, last, now))
-    };
+    let (polls, paused, instances) = (&view.resources, &view.paused, &view.instances);
     if json {
-        let rows: Vec<serde_json::Value> = polls
-            .iter()
-            .map(|p| {
-                let mut v = serde_json::to_value(p).unwrap_or_default();
-                v["next_poll_at"] = serde_json::json!(next_poll(&p.account_id, p.last_started_at));
-                v
-            })
-            .collect();
+        let rows = polls;
         crate::outln!(
             "{}",
             serde_json::json!({
@@ -614,7 +608,8 @@ async fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure>
                 t.format("%Y-%m-%d %H:%M:%SZ").to_string()
             })
         };
-        for p in &polls {
+        for row in polls {
+            let p = &row.poll;
             crate::outln!(
                 "{}/{}: {} records; last poll {}; last success {}; next poll {}{}",
                 p.account_id,
@@ -622,7 +617,7 @@ async fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure>
                 p.records,
                 fmt(p.last_started_at),
                 fmt(p.last_success_at),
-                fmt(next_poll(&p.account_id, p.last_started_at)),
+                fmt(row.next_poll_at),
                 p.last_error
                     .as_ref()
                     .map_or(String::new(), |e| format!("; last error: {}", printable(e)))
@@ -635,7 +630,7 @@ async fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure>
             counts.failed,
             counts.cancelled
         );
-        for (id, at) in &paused {
+        for (id, at) in paused {
             crate::outln!(
                 "webhook {id}: PAUSED since {} after 5 days of failures; `synthd webhook resume {id}` once the receiver is fixed",
                 fmt(Some(*at))
@@ -646,7 +641,7 @@ async fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure>
             if instances.is_empty() {
                 crate::outln!("  (none running)");
             }
-            for i in &instances {
+            for i in instances {
                 crate::outln!(
                     "  {} pid {} (synthd {}): started {}, last heartbeat {}, {} claim(s) held",
                     i.host,
@@ -731,14 +726,15 @@ fn time(t: chrono::DateTime<Utc>) -> String {
 
 async fn list_deliveries(
     path: &std::path::Path,
-    filter: &crate::store::DeliveryFilter,
+    query: &crate::store::LogQuery,
     json: bool,
 ) -> Result<ExitCode, Failure> {
     let config = config::load(path)?;
     let store = open_existing(&config).await?;
-    let rows = store.list_deliveries(filter).await?;
+    let page = crate::views::delivery_log(&store, query).await?;
+    let rows: Vec<&crate::store::DeliveryView> = page.rows.iter().map(|r| &r.delivery).collect();
     if json {
-        crate::outln!("{}", serde_json::to_string(&rows).unwrap_or_default());
+        crate::outln!("{}", serde_json::to_string(&page.rows).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
     crate::outln!(
@@ -766,6 +762,8 @@ async fn list_deliveries(
     }
     if rows.is_empty() {
         crate::outln!("(no deliveries match)");
+    } else if page.more {
+        crate::outln!("(more: --offset {})", query.offset + query.limit as u64);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -773,18 +771,18 @@ async fn list_deliveries(
 async fn show_delivery(path: &std::path::Path, id: &str, json: bool) -> Result<ExitCode, Failure> {
     let config = config::load(path)?;
     let store = open_existing(&config).await?;
-    let Some((row, payload, attempts)) = store.delivery(id).await? else {
+    let Some(detail) = crate::views::delivery_detail(&store, &config, id).await? else {
         return Err(Failure::Usage(format!(
             "no delivery {id:?} (list them with `synthd deliveries`)"
         )));
     };
-    let url = config
-        .webhooks
-        .iter()
-        .find(|w| w.id == row.webhook_id)
-        .map_or("(webhook no longer in the config)".to_string(), |w| {
-            w.shown_url()
-        });
+    let crate::views::DeliveryDetail {
+        delivery: row,
+        url,
+        payload,
+        attempts,
+    } = detail;
+    let url = url.unwrap_or_else(|| "(webhook no longer in the config)".to_string());
     if json {
         let out = serde_json::json!({
             "delivery": row,

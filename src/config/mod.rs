@@ -113,6 +113,16 @@ pub struct Config {
     pub providers: BTreeMap<String, Provider>,
     pub accounts: Vec<Account>,
     pub webhooks: Vec<Webhook>,
+    pub console: Console,
+}
+
+/// The web console on `daemon.listen`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Console {
+    /// Signs in a browser (`/login`) and authorises scripts (`Authorization:
+    /// Bearer`). Without it the console is read-only, and only on a
+    /// loopback listener.
+    pub token: Option<Secret>,
 }
 
 /// Where the state lives.

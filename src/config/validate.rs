@@ -26,6 +26,7 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Config
     let secrets = &Secrets::new(base_dir);
     let daemon = validate_daemon(raw.daemon, secrets)?;
     let store = validate_store(raw.store, secrets)?;
+    let console = validate_console(raw.console, secrets)?;
 
     let mut providers = BTreeMap::new();
     for (name, p) in raw.providers {
@@ -69,7 +70,27 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, Config
         providers,
         accounts,
         webhooks,
+        console,
     })
+}
+
+/// The shortest console token accepted: it guards actions over HTTP.
+const MIN_CONSOLE_TOKEN: usize = 16;
+
+fn validate_console(raw: RawConsole, secrets: &Secrets<'_>) -> Result<Console, ConfigError> {
+    if raw.token.is_none() && raw.token_env.is_none() && raw.token_file.is_none() {
+        return Ok(Console { token: None });
+    }
+    let token = secrets.resolve("console", "token", raw.token, raw.token_env, raw.token_file)?;
+    if token.expose().len() < MIN_CONSOLE_TOKEN {
+        return Err(ConfigError::new(
+            "console.token",
+            format!(
+                "is shorter than {MIN_CONSOLE_TOKEN} characters; generate one with `synthd secret` (not shown here)"
+            ),
+        ));
+    }
+    Ok(Console { token: Some(token) })
 }
 
 fn validate_daemon(raw: RawDaemon, secrets: &Secrets<'_>) -> Result<Daemon, ConfigError> {

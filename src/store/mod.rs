@@ -467,6 +467,39 @@ pub struct DeliveryFilter {
     pub limit: usize,
 }
 
+/// One page of the delivery log, newest first (the console's webhook page
+/// and `synthd deliveries`).
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub webhook: Option<String>,
+    pub status: Option<DeliveryStatus>,
+    /// An exact event type (`hris_employees.created`).
+    pub event_type: Option<String>,
+    /// One event's deliveries.
+    pub event_id: Option<String>,
+    pub offset: u64,
+    pub limit: usize,
+}
+
+/// One row of the delivery log with what the console shows beside it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LogRow {
+    #[serde(flatten)]
+    pub delivery: DeliveryView,
+    pub account_id: String,
+    pub record_id: Option<String>,
+    /// How long the last attempt took.
+    pub last_duration_ms: Option<u64>,
+}
+
+/// Events of one type in one hour.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HourCount {
+    pub hour: DateTime<Utc>,
+    pub event_type: String,
+    pub count: u64,
+}
+
 /// A synthd process sharing the store (PostgreSQL).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct InstanceView {
@@ -641,6 +674,27 @@ pub trait StateStore: Send + Sync {
         &self,
         id: &str,
     ) -> Result<Option<(DeliveryView, String, Vec<AttemptView>)>, StoreError>;
+
+    /// Deliveries waiting to be sent (an indexed count: cheap for /metrics).
+    async fn pending_deliveries(&self) -> Result<u64, StoreError>;
+
+    /// Per webhook: every pending delivery, and those delivered, failed or
+    /// cancelled since `since` (read through the `(status, updated_at)`
+    /// index, so it stays cheap with a long log).
+    async fn webhook_counts(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, DeliveryCounts)>, StoreError>;
+
+    /// One page of the delivery log, newest first.
+    async fn delivery_log(&self, query: &LogQuery) -> Result<Vec<LogRow>, StoreError>;
+
+    /// An account's events per hour and type since `since`.
+    async fn events_per_hour(
+        &self,
+        account_id: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<HourCount>, StoreError>;
 
     /// The processes sharing the store (empty for SQLite).
     async fn instances(&self) -> Result<Vec<InstanceView>, StoreError>;

@@ -42,6 +42,9 @@ use super::{
 };
 use crate::detect::{Hash, SeenIds};
 
+#[path = "postgres_views.rs"]
+mod views;
+
 /// Schema migrations, applied in order; `synthd_schema.version` counts them.
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE meta (
@@ -1645,6 +1648,32 @@ impl StateStore for PgStore {
             })
             .collect();
         Ok(Some((delivery_view(&row), row.get(11), attempts)))
+    }
+
+    async fn pending_deliveries(&self) -> Result<u64, StoreError> {
+        self.view_pending_deliveries().await
+    }
+
+    async fn webhook_counts(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, DeliveryCounts)>, StoreError> {
+        self.view_webhook_counts(since).await
+    }
+
+    async fn delivery_log(
+        &self,
+        query: &super::LogQuery,
+    ) -> Result<Vec<super::LogRow>, StoreError> {
+        self.view_delivery_log(query).await
+    }
+
+    async fn events_per_hour(
+        &self,
+        account_id: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<super::HourCount>, StoreError> {
+        self.view_events_per_hour(account_id, since).await
     }
 
     async fn instances(&self) -> Result<Vec<InstanceView>, StoreError> {

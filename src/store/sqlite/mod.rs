@@ -8,6 +8,9 @@
 
 mod outbox;
 mod polls;
+mod views;
+
+pub(crate) use views::collect_counts;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -661,6 +664,35 @@ impl StateStore for SqliteStore {
     ) -> Result<Option<(DeliveryView, String, Vec<AttemptView>)>, StoreError> {
         let id = id.to_string();
         self.run(move |s| s.delivery(&id)).await
+    }
+
+    async fn pending_deliveries(&self) -> Result<u64, StoreError> {
+        self.run(|s| s.pending_deliveries()).await
+    }
+
+    async fn webhook_counts(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, super::DeliveryCounts)>, StoreError> {
+        self.run(move |s| s.webhook_counts(since)).await
+    }
+
+    async fn delivery_log(
+        &self,
+        query: &super::LogQuery,
+    ) -> Result<Vec<super::LogRow>, StoreError> {
+        let query = query.clone();
+        self.run(move |s| s.delivery_log(&query)).await
+    }
+
+    async fn events_per_hour(
+        &self,
+        account_id: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<super::HourCount>, StoreError> {
+        let account_id = account_id.to_string();
+        self.run(move |s| s.events_per_hour(&account_id, since))
+            .await
     }
 
     async fn instances(&self) -> Result<Vec<InstanceView>, StoreError> {

@@ -13,11 +13,11 @@ use crate::store::{
     RetentionPolicy, StoreError, TestClaim, TestSend, from_ms, ms, new_delivery_id,
 };
 
-const DELIVERY_COLUMNS: &str =
+pub(super) const DELIVERY_COLUMNS: &str =
     "d.id, d.event_id, e.type, d.webhook_id, d.status, d.attempts, d.created_at,
      d.updated_at, d.next_attempt_at, d.last_status, d.last_error";
 
-fn status_of(text: &str) -> rusqlite::Result<DeliveryStatus> {
+pub(super) fn status_of(text: &str) -> rusqlite::Result<DeliveryStatus> {
     DeliveryStatus::parse(text).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
             4,
@@ -27,7 +27,7 @@ fn status_of(text: &str) -> rusqlite::Result<DeliveryStatus> {
     })
 }
 
-fn delivery_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryView> {
+pub(super) fn delivery_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryView> {
     Ok(DeliveryView {
         id: r.get(0)?,
         event_id: r.get(1)?,
