@@ -651,6 +651,7 @@ async fn resume(
         Ok(was) => {
             if was {
                 tracing::info!(webhook = %id, "console: webhook resumed");
+                c.engine.deliverer.forget_paused();
                 c.engine.deliverer.wake.notify_one();
             }
             back(
