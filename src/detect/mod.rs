@@ -488,7 +488,9 @@ mod tests {
     #[test]
     fn seen_ids_tell_repeats_from_type_collisions() {
         let mut seen = SeenIds::with_capacity(4);
+        assert!(seen.is_empty());
         assert_eq!(seen.see("1", true), Sighting::First);
+        assert!(!seen.is_empty());
         assert_eq!(seen.see("2", false), Sighting::First);
         assert_eq!(seen.see("1", true), Sighting::Duplicate);
         assert_eq!(seen.see("1", false), Sighting::Collision);
@@ -500,6 +502,28 @@ mod tests {
             2,
             "a collision is not remembered as a second id"
         );
+    }
+
+    #[test]
+    fn the_pre_hashed_hasher_keeps_u64_keys_and_tells_byte_strings_apart() {
+        use std::hash::Hasher as _;
+        let mut h = PreHashed::default();
+        h.write_u64(0xDEAD_BEEF_0000_0042);
+        assert_eq!(
+            h.finish(),
+            0xDEAD_BEEF_0000_0042,
+            "a u64 key is its own hash"
+        );
+        let of = |bytes: &[u8]| {
+            let mut h = PreHashed::default();
+            h.write(bytes);
+            h.finish()
+        };
+        // Past eight bytes the fold wraps onto itself: still distinct.
+        let (eight, nine) = (of(&[0xFF; 8]), of(&[0xFF; 9]));
+        assert_ne!(eight, 0);
+        assert_ne!(eight, nine);
+        assert_ne!(of(b"ab"), of(b"ba"));
     }
 
     #[test]
