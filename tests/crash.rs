@@ -29,12 +29,22 @@
 //! back makes an account overdue for `run`, and moving pending deliveries'
 //! `next_attempt_at` to now makes their retries due.
 //!
-//! `cargo test` runs 40 epochs; `cargo test -- --ignored` runs the 300-epoch
-//! soak. `SYNTHD_CRASH_SEED` and `SYNTHD_SOAK_EPOCHS` override the defaults.
+//! The same loop runs once against the PostgreSQL store (`[store] backend =
+//! "postgres"`, a fresh database per run, dropped after; skipped with one
+//! line when no server answers, unless `SYNTHD_REQUIRE_POSTGRES=1`). The
+//! checks read the same tables through [`Db`]; there `integrity_check` is
+//! amcheck's (`verify_heapam` on every table, `bt_index_check` on every
+//! index), and as there is no state-directory lock a killed process leaves
+//! its poll and delivery claims behind: every epoch starts by letting them
+//! lapse, as a lease does after a death.
+//!
+//! `cargo test` runs 40 epochs on SQLite and 25 on PostgreSQL; `cargo test
+//! -- --ignored` runs the 300-epoch soak. `SYNTHD_CRASH_SEED` and
+//! `SYNTHD_SOAK_EPOCHS` override the defaults.
 
 mod common;
 
-use common::{Receiver, Reply, lock, serve, wait_exit, wait_until};
+use common::{PgDb, Receiver, Reply, lock, serve, wait_exit, wait_until};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::os::unix::process::ExitStatusExt;
@@ -70,7 +80,7 @@ fn record_json(id: &str, version: u64) -> Value {
     })
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct World {
     /// Current state: record id → version.
     records: BTreeMap<String, u64>,
@@ -211,12 +221,19 @@ fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin!("synthd").to_path_buf()
 }
 
-fn config_text(state: &Path, provider: &str, receiver: &str) -> String {
+/// The config of a synthd on `state`; its store is PostgreSQL at `pg_url`
+/// when given, else SQLite in `state`.
+fn config_text(state: &Path, provider: &str, receiver: &str, pg_url: Option<&str>) -> String {
+    let store = pg_url.map_or(String::new(), |url| {
+        format!("[store]\nbackend = \"postgres\"\nurl = \"{url}\"\npool_size = 4\n")
+    });
     format!(
         r#"
 [daemon]
 state_dir = "{state}"
 log_format = "json"
+
+{store}
 
 [providers.p]
 base_url = "{provider}/v1"
@@ -315,16 +332,222 @@ fn read_only(db: &Path) -> Connection {
     Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
 }
 
-/// Simulates time passing: the account becomes overdue and pending retries
-/// become due.
-fn let_time_pass(db: &Path) {
-    let conn = Connection::open(db).unwrap();
-    conn.busy_timeout(Duration::from_secs(5)).unwrap();
-    conn.execute_batch(
-        "UPDATE poll_state SET last_started_at = last_started_at - 7200000;
-         UPDATE deliveries SET next_attempt_at = 0 WHERE status = 'pending';",
-    )
-    .unwrap();
+/// One value of a row read from either backend.
+#[derive(Debug, Clone)]
+enum Cell {
+    Null,
+    Int(i64),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl Cell {
+    fn int(&self) -> i64 {
+        self.opt_int()
+            .unwrap_or_else(|| panic!("{self:?} is not a number"))
+    }
+
+    fn opt_int(&self) -> Option<i64> {
+        match self {
+            Cell::Null => None,
+            Cell::Int(n) => Some(*n),
+            other => panic!("{other:?} is not a number"),
+        }
+    }
+
+    fn text(&self) -> String {
+        self.opt_text()
+            .unwrap_or_else(|| panic!("{self:?} is not text"))
+    }
+
+    fn opt_text(&self) -> Option<String> {
+        match self {
+            Cell::Null => None,
+            Cell::Text(t) => Some(t.clone()),
+            other => panic!("{other:?} is not text"),
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Cell::Bytes(b) => b.clone(),
+            other => panic!("{other:?} is not a blob"),
+        }
+    }
+}
+
+/// The store the checks read (with no synthd running) and the simulated
+/// time edits: the SQLite file of the state directory, or the PostgreSQL
+/// database. Both hold the same tables and columns for what is read here;
+/// the SQL is shared (`$1` is a parameter in both).
+enum Db {
+    Sqlite(PathBuf),
+    Postgres(tokio_postgres::Client),
+}
+
+impl Db {
+    async fn postgres(url: &str) -> Db {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect to the test database: {e}"));
+        tokio::spawn(conn);
+        // PostgreSQL's counterpart of `PRAGMA integrity_check`.
+        client
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+            .await
+            .unwrap_or_else(|e| panic!("CREATE EXTENSION amcheck: {e}"));
+        Db::Postgres(client)
+    }
+
+    async fn query(&self, sql: &str, params: &[i64]) -> Vec<Vec<Cell>> {
+        match self {
+            Db::Sqlite(path) => {
+                let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+                let mut st = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let n = st.column_count();
+                st.query_map(rusqlite::params_from_iter(params), |r| {
+                    (0..n)
+                        .map(|i| {
+                            use rusqlite::types::ValueRef;
+                            Ok(match r.get_ref(i)? {
+                                ValueRef::Null => Cell::Null,
+                                ValueRef::Integer(v) => Cell::Int(v),
+                                ValueRef::Text(t) => {
+                                    Cell::Text(String::from_utf8(t.to_vec()).unwrap())
+                                }
+                                ValueRef::Blob(b) => Cell::Bytes(b.to_vec()),
+                                ValueRef::Real(v) => panic!("{sql}: unexpected real {v}"),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+            }
+            Db::Postgres(client) => {
+                use tokio_postgres::types::{ToSql, Type};
+                let params: Vec<&(dyn ToSql + Sync)> =
+                    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                let rows = client
+                    .query(sql, &params)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                rows.iter()
+                    .map(|row| {
+                        row.columns()
+                            .iter()
+                            .enumerate()
+                            .map(|(i, col)| {
+                                let t = col.type_();
+                                let cell = if *t == Type::INT8 {
+                                    row.get::<_, Option<i64>>(i).map(Cell::Int)
+                                } else if *t == Type::INT4 {
+                                    row.get::<_, Option<i32>>(i).map(|v| Cell::Int(v.into()))
+                                } else if *t == Type::TEXT {
+                                    row.get::<_, Option<String>>(i).map(Cell::Text)
+                                } else if *t == Type::BYTEA {
+                                    row.get::<_, Option<Vec<u8>>>(i).map(Cell::Bytes)
+                                } else {
+                                    panic!("{sql}: unexpected column type {t}")
+                                };
+                                cell.unwrap_or(Cell::Null)
+                            })
+                            .collect()
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The number a `SELECT COUNT(*)` answers.
+    async fn count(&self, sql: &str, params: &[i64]) -> i64 {
+        self.query(sql, params).await[0][0].int()
+    }
+
+    async fn execute(&self, sql: &str) {
+        match self {
+            Db::Sqlite(path) => {
+                let conn = Connection::open(path).unwrap();
+                conn.busy_timeout(Duration::from_secs(5)).unwrap();
+                conn.execute_batch(sql).unwrap();
+            }
+            Db::Postgres(client) => client
+                .batch_execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+        }
+    }
+
+    /// Asserts that the database's own consistency check finds nothing.
+    async fn assert_integrity(&self, epoch: usize) {
+        match self {
+            Db::Sqlite(_) => {
+                let rows = self.query("PRAGMA integrity_check", &[]).await;
+                assert_eq!(rows[0][0].text(), "ok", "epoch {epoch}: integrity_check");
+            }
+            Db::Postgres(_) => {
+                let corrupt = self
+                    .query(
+                        "SELECT c.relname::TEXT, v.msg FROM pg_class c
+                         JOIN pg_namespace n ON n.oid = c.relnamespace,
+                         LATERAL verify_heapam(c.oid) v
+                         WHERE n.nspname = 'public' AND c.relkind = 'r'",
+                        &[],
+                    )
+                    .await;
+                assert!(
+                    corrupt.is_empty(),
+                    "epoch {epoch}: verify_heapam: {corrupt:?}"
+                );
+                // bt_index_check raises an error on a corrupt index.
+                let indexes = self
+                    .count(
+                        "SELECT COUNT(*) FROM (SELECT bt_index_check(c.oid, true) FROM pg_index i
+                         JOIN pg_class c ON c.oid = i.indexrelid
+                         JOIN pg_namespace n ON n.oid = c.relnamespace
+                         JOIN pg_am a ON a.oid = c.relam
+                         WHERE n.nspname = 'public' AND a.amname = 'btree') checked",
+                        &[],
+                    )
+                    .await;
+                assert!(indexes > 0, "epoch {epoch}: no index checked");
+            }
+        }
+    }
+
+    /// Pending deliveries due now: work a process left unfinished.
+    async fn due_pending_deliveries(&self) -> u64 {
+        self.count(
+            "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $1",
+            &[chrono::Utc::now().timestamp_millis()],
+        )
+        .await as u64
+    }
+
+    /// Simulates time passing: the account becomes overdue and pending
+    /// retries become due.
+    async fn let_time_pass(&self) {
+        self.execute(
+            "UPDATE poll_state SET last_started_at = last_started_at - 7200000;
+             UPDATE deliveries SET next_attempt_at = 0 WHERE status = 'pending';",
+        )
+        .await;
+    }
+
+    /// With PostgreSQL, a killed process's poll and delivery claims hold
+    /// until their lease runs out: lets them lapse, as time would. (SQLite
+    /// has no claims; its lock dies with the process.)
+    async fn lapse_leases(&self) {
+        if let Db::Postgres(_) = self {
+            self.execute(
+                "UPDATE poll_state SET claim_expires = 0 WHERE claim_expires IS NOT NULL;
+                 UPDATE deliveries SET claim_expires = 0 WHERE claim_expires IS NOT NULL;",
+            )
+            .await;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -349,7 +572,7 @@ struct Tally {
 
 /// What the database says, between epochs.
 struct Checker {
-    db: PathBuf,
+    db: Db,
     last_seq: i64,
     /// record id → version, decoded from the stored hash.
     stored: BTreeMap<String, u64>,
@@ -386,34 +609,32 @@ impl Checker {
         }
     }
 
-    fn poll_state(&self) -> Option<(i64, Option<i64>, Option<i64>)> {
-        let conn = read_only(&self.db);
-        conn.query_row(
-            "SELECT scan_seq, last_started_at, last_finished_at FROM poll_state",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .ok()
+    async fn poll_state(&self) -> Option<(i64, Option<i64>, Option<i64>)> {
+        let rows = self
+            .db
+            .query(
+                "SELECT scan_seq, last_started_at, last_finished_at FROM poll_state",
+                &[],
+            )
+            .await;
+        rows.first()
+            .map(|r| (r[0].int(), r[1].opt_int(), r[2].opt_int()))
     }
 
     /// Checks one epoch; returns the number of events it committed.
-    fn check_epoch(&mut self, epoch: usize, world: &World, scan_before: i64) -> (u64, Poll) {
-        let conn = read_only(&self.db);
-        let integrity: String = conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(integrity, "ok", "epoch {epoch}: integrity_check");
+    async fn check_epoch(&mut self, epoch: usize, world: &World, scan_before: i64) -> (u64, Poll) {
+        self.db.assert_integrity(epoch).await;
 
-        let mut st = conn
-            .prepare("SELECT seq, id, type, record_id FROM events WHERE seq > ?1 ORDER BY seq")
-            .unwrap();
-        let events: Vec<(i64, String, String, Option<String>)> = st
-            .query_map([self.last_seq], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let events: Vec<(i64, String, String, Option<String>)> = self
+            .db
+            .query(
+                "SELECT seq, id, type, record_id FROM events WHERE seq > $1 ORDER BY seq",
+                &[self.last_seq],
+            )
+            .await
+            .iter()
+            .map(|r| (r[0].int(), r[1].text(), r[2].text(), r[3].opt_text()))
+            .collect();
         let mut by_record: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (seq, id, kind, record) in &events {
             self.last_seq = self.last_seq.max(*seq);
@@ -427,19 +648,17 @@ impl Checker {
             }
         }
 
-        let mut st = conn
-            .prepare(
+        let now: BTreeMap<String, u64> = self
+            .db
+            .query(
                 "SELECT r.record_id, r.hash FROM records r JOIN streams s ON s.id = r.stream
                  WHERE s.account_id = 'acme'",
+                &[],
             )
-            .unwrap();
-        let now: BTreeMap<String, u64> = st
-            .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .unwrap()
+            .await
+            .iter()
             .map(|row| {
-                let (id, hash) = row.unwrap();
+                let (id, hash) = (row[0].text(), row[1].bytes());
                 let hash: Hash = hash.try_into().unwrap();
                 let (vid, version) = self.versions.get(&hash).unwrap_or_else(|| {
                     panic!("epoch {epoch}: stored hash of {id} matches no version ever served")
@@ -485,30 +704,30 @@ impl Checker {
         }
         self.stored = now;
 
-        let orphans: i64 = conn
-            .query_row(
+        let orphans = self
+            .db
+            .count(
                 "SELECT COUNT(*) FROM events e WHERE NOT EXISTS
                    (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.webhook_id = 'hr')
                  OR (e.record_id IS NOT NULL AND NOT EXISTS
                    (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.webhook_id = 'audit'))",
-                [],
-                |r| r.get(0),
+                &[],
             )
-            .unwrap();
+            .await;
         assert_eq!(orphans, 0, "epoch {epoch}: events without their deliveries");
-        let stuck: i64 = conn
-            .query_row(
+        let stuck = self
+            .db
+            .count(
                 "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at IS NULL",
-                [],
-                |r| r.get(0),
+                &[],
             )
-            .unwrap();
+            .await;
         assert_eq!(
             stuck, 0,
             "epoch {epoch}: pending deliveries with no next attempt"
         );
 
-        let poll = match self.poll_state() {
+        let poll = match self.poll_state().await {
             Some((seq, _, _)) if seq == scan_before => Poll::NotStarted,
             Some((_, Some(start), Some(end))) if end >= start => Poll::Finished,
             Some(_) => Poll::Partial,
@@ -531,8 +750,9 @@ struct Setup {
 }
 
 /// `records` employees at the provider; the receiver fails `fail_rate` of
-/// requests, drawn from `seed`.
-async fn setup(records: usize, fail_rate: f64, seed: u64) -> Setup {
+/// requests, drawn from `seed`; the store is PostgreSQL at `pg_url` when
+/// given.
+async fn setup(records: usize, fail_rate: f64, seed: u64, pg_url: Option<&str>) -> Setup {
     let world = Arc::new(Mutex::new(World::default()));
     {
         let mut w = lock(&world);
@@ -551,7 +771,7 @@ async fn setup(records: usize, fail_rate: f64, seed: u64) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let cfg = dir.path().join("synthd.toml");
-    std::fs::write(&cfg, config_text(&state, &provider, &receiver)).unwrap();
+    std::fs::write(&cfg, config_text(&state, &provider, &receiver, pg_url)).unwrap();
     Setup {
         world,
         rx,
@@ -564,7 +784,8 @@ async fn setup(records: usize, fail_rate: f64, seed: u64) -> Setup {
     }
 }
 
-async fn crash_loop(seed: u64, epochs: usize) {
+/// The crash loop on SQLite, or on the PostgreSQL database `pg` when given.
+async fn crash_loop(seed: u64, epochs: usize, pg: Option<&PgDb>) {
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(seed);
     let Setup {
@@ -575,10 +796,14 @@ async fn crash_loop(seed: u64, epochs: usize) {
         state,
         cfg,
         ..
-    } = setup(40, 0.15, seed ^ 0xfeed).await;
-    let db = state.join("synthd.db");
+    } = setup(40, 0.15, seed ^ 0xfeed, pg.map(|p| p.url.as_str())).await;
+    let db = match pg {
+        Some(pg) => Db::postgres(&pg.url).await,
+        None => Db::Sqlite(state.join("synthd.db")),
+    };
+    let backend = if pg.is_some() { "PostgreSQL" } else { "SQLite" };
     let mut checker = Checker {
-        db: db.clone(),
+        db,
         last_seq: 0,
         stored: BTreeMap::new(),
         versions: HashMap::new(),
@@ -597,7 +822,8 @@ async fn crash_loop(seed: u64, epochs: usize) {
     let mut sync_time = t.elapsed();
     assert!(status.success(), "{}", output_of(dir.path(), 0));
     tally.epochs += 1;
-    tally.events += checker.check_epoch(0, &lock(&world), 0).0;
+    let w = lock(&world).clone();
+    tally.events += checker.check_epoch(0, &w, 0).await.0;
 
     for epoch in 1..=epochs {
         {
@@ -613,10 +839,11 @@ async fn crash_loop(seed: u64, epochs: usize) {
             }
             checker.learn(&w);
         }
+        checker.db.lapse_leases().await;
         if rng.random_bool(0.5) {
-            let_time_pass(&db);
+            checker.db.let_time_pass().await;
         }
-        let scan_before = checker.poll_state().map_or(0, |s| s.0);
+        let scan_before = checker.poll_state().await.map_or(0, |s| s.0);
         let use_run = rng.random_bool(0.3);
         let graceful = use_run && rng.random_bool(0.2);
         let after = if graceful {
@@ -649,7 +876,7 @@ async fn crash_loop(seed: u64, epochs: usize) {
         let spawned = Instant::now();
         let (ending, status) = run_until(&mut child, after, graceful).await;
         // Deliveries the process left due: it died while delivering.
-        let due_left = common::due_pending_deliveries(&db);
+        let due_left = checker.db.due_pending_deliveries().await;
         if matches!(ending, Ending::Finished) && !use_run {
             sync_time = (sync_time + spawned.elapsed()) / 2;
         }
@@ -658,7 +885,8 @@ async fn crash_loop(seed: u64, epochs: usize) {
             tally.concurrent_updates += u.await.unwrap();
         }
         checker.learn(&lock(&world));
-        let (events, poll) = checker.check_epoch(epoch, &lock(&world), scan_before);
+        let w = lock(&world).clone();
+        let (events, poll) = checker.check_epoch(epoch, &w, scan_before).await;
         tally.epochs += 1;
         tally.events += events;
         match ending {
@@ -698,20 +926,22 @@ async fn crash_loop(seed: u64, epochs: usize) {
     loop {
         n += 1;
         assert!(n < epochs + 6, "the outbox did not drain");
-        let_time_pass(&db);
+        checker.db.lapse_leases().await;
+        checker.db.let_time_pass().await;
         lock(&world).start_epoch();
         let mut child = synthd(dir.path(), &cfg, "sync", n);
         let status = wait_exit(&mut child, Duration::from_secs(60)).await;
         assert!(status.success(), "{}", output_of(dir.path(), n));
         tally.epochs += 1;
-        tally.events += checker.check_epoch(n, &lock(&world), 0).0;
-        let pending: i64 = read_only(&db)
-            .query_row(
+        let w = lock(&world).clone();
+        tally.events += checker.check_epoch(n, &w, 0).await.0;
+        let pending = checker
+            .db
+            .count(
                 "SELECT COUNT(*) FROM deliveries WHERE status != 'delivered'",
-                [],
-                |r| r.get(0),
+                &[],
             )
-            .unwrap();
+            .await;
         if pending == 0 {
             break;
         }
@@ -724,18 +954,17 @@ async fn crash_loop(seed: u64, epochs: usize) {
         lock(&world).records,
         "final stored state differs from the provider"
     );
-    let conn = read_only(&db);
-    let mut st = conn
-        .prepare(
+    let expected: Vec<(String, String, Option<String>, String)> = checker
+        .db
+        .query(
             "SELECT e.id, e.type, e.record_id, d.webhook_id FROM deliveries d
              JOIN events e ON e.id = d.event_id",
+            &[],
         )
-        .unwrap();
-    let expected: Vec<(String, String, Option<String>, String)> = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+        .await
+        .iter()
+        .map(|r| (r[0].text(), r[1].text(), r[2].opt_text(), r[3].text()))
+        .collect();
     let requests = requests(&rx);
     let mut accepted: HashMap<(String, String), Vec<&Request>> = HashMap::new();
     for r in &requests {
@@ -765,7 +994,7 @@ async fn crash_loop(seed: u64, epochs: usize) {
     }
     let w = lock(&world);
     println!(
-        "crash loop (seed {seed:#x}): {} epochs in {:.1}s; {} SIGKILLs ({} before the poll, {} mid-poll, {} mid-delivery, {} idle), \
+        "crash loop on {backend} (seed {seed:#x}): {} epochs in {:.1}s; {} SIGKILLs ({} before the poll, {} mid-poll, {} mid-delivery, {} idle), \
          {} SIGTERMs, {} processes finished first; {} provider changes ({} while synthd was paging); \
          {} events checked against the stored hashes, {} (event, webhook) deliveries confirmed at the receiver \
          ({} redelivered after a kill, {} receiver failures retried)",
@@ -804,7 +1033,17 @@ fn seed() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_points_loses_and_duplicates_nothing() {
-    crash_loop(seed(), 40).await;
+    crash_loop(seed(), 40, None).await;
+}
+
+/// The same loop with the PostgreSQL store: no state-directory lock, poll
+/// and delivery claims with leases and fencing tokens instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_points_on_postgres_loses_and_duplicates_nothing() {
+    let Some(pg) = PgDb::create("crash").await else {
+        return;
+    };
+    crash_loop(seed(), 40, Some(&pg)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -814,7 +1053,7 @@ async fn soak_kill_9_many_times() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
-    crash_loop(seed().wrapping_add(1), epochs).await;
+    crash_loop(seed().wrapping_add(1), epochs, None).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -832,19 +1071,19 @@ async fn a_second_daemon_on_the_same_state_dir_refuses_to_start() {
         state,
         cfg,
         ..
-    } = setup(20, 0.0, 1).await;
+    } = setup(20, 0.0, 1, None).await;
     // The same directory under another spelling, and through a symlink.
     let cfg_dot = dir.path().join("dot.toml");
     std::fs::write(
         &cfg_dot,
-        config_text(&dir.path().join("./state/."), &provider, &receiver),
+        config_text(&dir.path().join("./state/."), &provider, &receiver, None),
     )
     .unwrap();
     std::os::unix::fs::symlink(&state, dir.path().join("alias")).unwrap();
     let cfg_link = dir.path().join("link.toml");
     std::fs::write(
         &cfg_link,
-        config_text(&dir.path().join("alias"), &provider, &receiver),
+        config_text(&dir.path().join("alias"), &provider, &receiver, None),
     )
     .unwrap();
 
