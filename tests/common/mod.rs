@@ -250,18 +250,6 @@ pub fn stored_attempts(db: &Path) -> u64 {
         .unwrap() as u64
 }
 
-/// How many pending deliveries in `db` are due now: work a process left
-/// unfinished.
-pub fn due_pending_deliveries(db: &Path) -> u64 {
-    open_db(db)
-        .query_row(
-            "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?1",
-            [chrono::Utc::now().timestamp_millis()],
-            |r| r.get::<_, i64>(0),
-        )
-        .unwrap() as u64
-}
-
 /// Makes every pending delivery to `webhook` due `after` from now.
 pub fn delay_pending_deliveries(db: &Path, webhook: &str, after: Duration) {
     let at = chrono::Utc::now().timestamp_millis() + after.as_millis() as i64;
