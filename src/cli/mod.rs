@@ -214,7 +214,6 @@ impl From<crate::store::StoreError> for Failure {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::memory::limit_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
