@@ -499,10 +499,30 @@ mod tests {
             canon("{\"\u{ff61}\":1,\"\u{1f600}\":2}"),
             "{\"\u{1f600}\":2,\"\u{ff61}\":1}"
         );
+        // One key plain, the other with an escape: "\n" is U+000A, before
+        // "!" (U+0021), although its canonical bytes (`\n`) sort after.
+        assert_eq!(canon(r#"{"!":1,"\n":2}"#), r#"{"\n":2,"!":1}"#);
+        assert_eq!(canon(r#"{"\n":2,"!":1}"#), r#"{"\n":2,"!":1}"#);
+        // One key at U+E000, the other beyond U+FFFF.
+        assert_eq!(
+            canon("{\"\u{e000}\":1,\"\u{10000}\":2}"),
+            "{\"\u{10000}\":2,\"\u{e000}\":1}"
+        );
+    }
+
+    #[test]
+    fn literals_stay_what_they_are() {
+        assert_eq!(
+            canon(r#"{"t":true,"f":false,"n":null,"l":[true,false,null]}"#),
+            r#"{"f":false,"l":[true,false,null],"n":null,"t":true}"#
+        );
     }
 
     #[test]
     fn strings_escape_only_what_jcs_escapes() {
+        // U+001F is the last control character; a space is text, even
+        // when the provider escaped it.
+        assert_eq!(canon(r#"["\u001f\u0020~"]"#), r#"["\u001f ~"]"#);
         assert_eq!(
             canon(r#"["\/\u00e9\u0001\n\"\\\u007f"]"#),
             "[\"/\u{e9}\\u0001\\n\\\"\\\\\u{7f}\"]"
@@ -559,6 +579,16 @@ mod tests {
         assert_eq!(id, None);
         let (_, id) = canon_with(r#"{"id":{"secret":"v"}}"#, &shape("/id", &[]));
         assert_eq!(id, Some(IdValue::Other("an object")));
+        // Every kind of unusable id is named as what it is.
+        for (record, kind) in [
+            (r#"{"id":[1]}"#, "an array"),
+            (r#"{"id":true}"#, "a boolean"),
+            (r#"{"id":null}"#, "null"),
+            (r#"{"id":""}"#, "an empty string"),
+        ] {
+            let (_, id) = canon_with(record, &shape("/id", &[]));
+            assert_eq!(id, Some(IdValue::Other(kind)), "{record}");
+        }
     }
 
     #[test]
