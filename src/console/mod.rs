@@ -491,13 +491,14 @@ impl ActionForm {
 }
 
 /// Whether this POST may act: a Bearer token, or a session whose CSRF
-/// token the form carries.
+/// token the form in `body` carries.
 fn may_act(
     c: &Console,
     headers: &HeaderMap,
     jar: &CookieJar,
-    form: &ActionForm,
+    body: &[u8],
 ) -> Result<Viewer, Box<Response>> {
+    let form = ActionForm::parse(body);
     if c.token().is_none() {
         return Err(Box::new(
             (
@@ -535,8 +536,7 @@ async fn logout(
     jar: CookieJar,
     body: axum::body::Bytes,
 ) -> Response {
-    let f = ActionForm::parse(&body);
-    if let Err(r) = may_act(&c, &headers, &jar, &f) {
+    if let Err(r) = may_act(&c, &headers, &jar, &body) {
         return *r;
     }
     if let Some(cookie) = jar.get(COOKIE) {
@@ -563,8 +563,7 @@ async fn replay(
     jar: CookieJar,
     body: axum::body::Bytes,
 ) -> Response {
-    let f = ActionForm::parse(&body);
-    if let Err(r) = may_act(&c, &headers, &jar, &f) {
+    if let Err(r) = may_act(&c, &headers, &jar, &body) {
         return *r;
     }
     let store = &c.engine.ctx.store;
@@ -608,8 +607,7 @@ async fn test_send(
     jar: CookieJar,
     body: axum::body::Bytes,
 ) -> Response {
-    let f = ActionForm::parse(&body);
-    if let Err(r) = may_act(&c, &headers, &jar, &f) {
+    if let Err(r) = may_act(&c, &headers, &jar, &body) {
         return *r;
     }
     let config = c.config();
@@ -639,8 +637,7 @@ async fn resume(
     jar: CookieJar,
     body: axum::body::Bytes,
 ) -> Response {
-    let f = ActionForm::parse(&body);
-    if let Err(r) = may_act(&c, &headers, &jar, &f) {
+    if let Err(r) = may_act(&c, &headers, &jar, &body) {
         return *r;
     }
     let config = c.config();
@@ -670,8 +667,7 @@ async fn poll_now(
     jar: CookieJar,
     body: axum::body::Bytes,
 ) -> Response {
-    let f = ActionForm::parse(&body);
-    if let Err(r) = may_act(&c, &headers, &jar, &f) {
+    if let Err(r) = may_act(&c, &headers, &jar, &body) {
         return *r;
     }
     let config = c.config();
