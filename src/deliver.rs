@@ -620,31 +620,70 @@ impl Deliverer {
     /// until nothing new is due, so a record's later event goes out in the
     /// same pass once its earlier one is delivered.
     pub async fn deliver_pass(&self, config: &Arc<Config>) -> Result<PassSummary, StoreError> {
+        self.deliver_during(config, tokio::spawn(async {})).await.1
+    }
+
+    /// A [`deliver_pass`](Self::deliver_pass) that starts while `work` (the
+    /// polls of `sync`) still runs: events go out as their pages commit
+    /// (each commit wakes this loop) instead of after the last poll, and
+    /// the pass ends once `work` has ended and nothing more is due. Each
+    /// delivery is still attempted at most once. `work` is a task of its
+    /// own, so it goes on while this loop awaits the store (a poll holding
+    /// a transaction must never wait for this loop to poll it) and always
+    /// runs to its end, even when the store fails the delivery side.
+    pub async fn deliver_during<T>(
+        &self,
+        config: &Arc<Config>,
+        work: tokio::task::JoinHandle<T>,
+    ) -> (
+        Result<T, tokio::task::JoinError>,
+        Result<PassSummary, StoreError>,
+    ) {
+        use futures_util::{FutureExt, StreamExt};
         // A pass starts from what the store says now (a webhook resumed
         // since the last pass goes out in this one).
         self.forget_paused();
         let mut summary = PassSummary::default();
         let mut attempted: HashSet<String> = HashSet::new();
+        let mut failed = None;
+        let mut output = None;
+        let work = work.fuse();
+        tokio::pin!(work);
         // Dispatch again as each attempt ends, not per batch: a receiver that
         // takes its whole timeout must not hold up the other webhooks.
         let mut running = futures_util::stream::FuturesUnordered::new();
         loop {
-            for (id, task) in self.dispatch_due(config, &attempted).await? {
-                attempted.insert(id);
-                summary.attempted += 1;
-                running.push(task);
+            if failed.is_none() {
+                match self.dispatch_due(config, &attempted).await {
+                    Ok(tasks) => {
+                        for (id, task) in tasks {
+                            attempted.insert(id);
+                            summary.attempted += 1;
+                            running.push(task);
+                        }
+                    }
+                    Err(e) => failed = Some(e),
+                }
             }
-            let Some(result) = futures_util::StreamExt::next(&mut running).await else {
-                return Ok(summary);
-            };
-            summary.count(result.ok().flatten());
-            // Whatever else finished meanwhile is counted before the next
-            // dispatch, so a fast receiver costs one dispatch per batch of
-            // finished attempts rather than one per attempt.
-            while let Some(Some(result)) =
-                futures_util::FutureExt::now_or_never(futures_util::StreamExt::next(&mut running))
+            if running.is_empty()
+                && let Some(output) = output.take()
             {
-                summary.count(result.ok().flatten());
+                return (output, failed.map_or(Ok(summary), Err));
+            }
+            tokio::select! {
+                biased;
+                Some(result) = running.next(), if !running.is_empty() => {
+                    summary.count(result.ok().flatten());
+                    // Whatever else finished meanwhile is counted before the
+                    // next dispatch, so a fast receiver costs one dispatch
+                    // per batch of finished attempts, not one per attempt.
+                    while let Some(Some(result)) = running.next().now_or_never() {
+                        summary.count(result.ok().flatten());
+                    }
+                }
+                out = &mut work, if output.is_none() => output = Some(out),
+                // A page committed events (or an attempt ended).
+                () = self.wake.notified(), if output.is_none() => {}
             }
         }
     }

@@ -339,6 +339,17 @@ async fn run_serves_metrics_reloads_on_sighup_and_stops_on_sigterm() {
 /// waited for the scan's end or the delivery loop's 30 s nap).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_of_a_committed_page_are_delivered_while_the_scan_goes_on() {
+    events_go_out_while_page_2_is_held("run").await;
+}
+
+/// The same for `sync`: its delivery pass overlaps the polls instead of
+/// following them (before, page 1's events waited for the last page).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_delivers_a_committed_page_while_the_scan_goes_on() {
+    events_go_out_while_page_2_is_held("sync").await;
+}
+
+async fn events_go_out_while_page_2_is_held(command: &str) {
     use axum::extract::Query;
     let rx = Receiver::start(&[SECRET], None).await;
     let released = Arc::new(tokio::sync::Notify::new());
@@ -413,7 +424,7 @@ secret = "{SECRET}"
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("synthd"));
     cmd.arg("--config")
         .arg(&cfg)
-        .arg("run")
+        .arg(command)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     common::clean_env(&mut cmd);
@@ -442,10 +453,14 @@ secret = "{SECRET}"
         || rx.requests().len() >= 4,
     )
     .await;
-    signal(&child, libc::SIGTERM);
+    // `sync` ends by itself once page 2's events are out.
+    if command == "run" {
+        signal(&child, libc::SIGTERM);
+    }
     assert!(
         wait_exit(&mut child, Duration::from_secs(10))
             .await
             .success()
     );
+    assert_eq!(rx.requests().len(), 4, "each event delivered once");
 }

@@ -483,9 +483,13 @@ async fn sync(
     engine.reconcile_accounts(&config).await?;
     store.heartbeat(Utc::now()).await?;
 
-    let outcomes: Vec<poll::ResourceOutcome> =
+    // Deliveries start while the polls run: each page that commits events
+    // wakes the pass, so the webhooks overlap the scan instead of following it.
+    let polls = {
+        let limit = config.daemon.max_concurrent_polls;
+        let (engine, config, resource) = (engine.clone(), config.clone(), resource.clone());
         futures_util::stream::iter(selected)
-            .map(|a| {
+            .map(move |a| {
                 let (engine, config, resource) = (engine.clone(), config.clone(), resource.clone());
                 let mode = poll::PollMode {
                     skip_if_started_after: None,
@@ -494,16 +498,20 @@ async fn sync(
                     poll::poll_account(&engine.ctx, &config, &a, resource.as_deref(), mode).await
                 }
             })
-            .buffer_unordered(config.daemon.max_concurrent_polls)
+            .buffer_unordered(limit)
             .flat_map(futures_util::stream::iter)
-            .collect()
-            .await;
-    let pass = engine.deliverer.deliver_pass(&config).await;
+            .collect::<Vec<poll::ResourceOutcome>>()
+    };
+    let (outcomes, pass) = engine
+        .deliverer
+        .deliver_during(&config, tokio::spawn(polls))
+        .await;
     // Whatever happened, this process's registration and claims go now.
     if let Err(e) = store.leave().await {
         tracing::warn!(error = %e, "could not deregister from the store; its claims expire after the lease");
     }
     let pass = pass?;
+    let outcomes = outcomes.map_err(|e| Failure::Runtime(crate::store::panic_text(e)))?;
 
     let mut all_ok = true;
     let mut lines = Vec::new();
