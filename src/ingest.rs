@@ -94,6 +94,10 @@ pub fn page(
     for (d, stored) in digests.iter().zip(stored) {
         let action = match detect::classify(stored.as_ref(), &d.hash) {
             Change::Unchanged => continue,
+            Change::Reformatted => {
+                rows.upserts.push((d.id.clone(), d.hash));
+                continue;
+            }
             Change::Created => {
                 changes.created += 1;
                 Action::Created
@@ -285,20 +289,33 @@ mod tests {
             webhook("all", vec![EventFilter::All]),
             webhook("other", vec![EventFilter::Prefix("ats_jobs".into())]),
         ];
-        let digests = [digest("a", 1), digest("b", 2), digest("c", 3)];
-        let stored = [Some([1; 32]), Some([9; 32]), None];
-        let (rows, changes) = page(&scan(2, false), &digests, &stored, true, &hooks, Utc::now());
+        // "d": the same canonical part under new raw bytes (reformatted).
+        let mut reformatted = [4; 32];
+        reformatted[detect::CANONICAL_BYTES..].fill(5);
+        let digests = [
+            digest("a", 1),
+            digest("b", 2),
+            digest("c", 3),
+            digest("d", 4),
+        ];
+        let stored = [Some([1; 32]), Some([9; 32]), None, Some(reformatted)];
+        let (rows, changes) = page(&scan(3, false), &digests, &stored, true, &hooks, Utc::now());
         assert_eq!(
             changes,
             PageChanges {
-                records: 3,
+                records: 4,
                 created: 1,
                 updated: 1
             }
         );
         assert_eq!(rows.created, 1);
         let upserted: Vec<&str> = rows.upserts.iter().map(|(id, _)| id.as_str()).collect();
-        assert_eq!(upserted, ["b", "c"], "an unchanged record writes nothing");
+        assert_eq!(
+            upserted,
+            ["b", "c", "d"],
+            "an unchanged record writes nothing; a reformatted one only its new hash"
+        );
+        assert_eq!(rows.upserts[2].1, [4; 32]);
         let types: Vec<&str> = rows
             .events
             .iter()
@@ -321,14 +338,14 @@ mod tests {
         let (rows, _) = page(
             &scan(0, false),
             &digests,
-            &[None, None, None],
+            &[None, None, None, None],
             false,
             &hooks,
             Utc::now(),
         );
         assert_eq!(
             (rows.upserts.len(), rows.events.len(), rows.created),
-            (3, 0, 3)
+            (4, 0, 4)
         );
     }
 

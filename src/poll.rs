@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
 use crate::config::{Account, Config, Provider, Resource};
-use crate::detect::{Digester, Hasher, RecordDigest, SeenIds, Sighting};
+use crate::detect::{
+    Digester, Hash, Hasher, Identified, RecordDigest, SeenIds, Sighting, raw_part,
+};
 use crate::ingest;
 use crate::provider::{FetchError, Page, Pager, ProviderClient};
 use crate::store::{ScanClaim, ScanRequest, ScanStart, Store, StoreError};
@@ -188,6 +190,9 @@ fn incremental_since(
 #[derive(Default)]
 struct Digested {
     digests: Vec<RecordDigest>,
+    /// The stored hash of each digest's id, when the fast path already read
+    /// them (otherwise the commit stage does).
+    stored: Option<Vec<Option<Hash>>>,
     invalid: Vec<String>,
     /// A record that is not JSON makes the whole body not JSON: the page
     /// fails (the page scan only found where each record ends).
@@ -197,47 +202,105 @@ struct Digested {
     unhashable: u64,
 }
 
+/// The raw-bytes fast path's first findings for a page: each record's id
+/// and raw-text hash (`None`: no usable id), and the stored hash of each
+/// identified record's id, in order.
+struct Known {
+    identified: Vec<Option<Identified>>,
+    stored: Vec<Option<Hash>>,
+}
+
 /// Pages at least this long are digested on two threads (the machine's
 /// second core does half); shorter ones are not worth a thread.
 const SPLIT_AT: usize = 64;
 
-/// Digests every record of a page (on a blocking thread: this is the CPU
-/// work; a long page's second half on a second thread) and then sorts out
-/// repeats in page order. `seen` and the digesters travel with it.
-fn digest_page(page: Page, digesters: &mut [Digester; 2], seen: &mut SeenIds) -> Digested {
-    let records: Vec<&str> = page.records().collect();
+/// `f` over every record of a page, in order: when `work` (how many
+/// records need real work) is large, the second half on a second thread
+/// with the second digester.
+fn each_record<T: Send>(
+    records: &[&str],
+    work: usize,
+    digesters: &mut [Digester; 2],
+    f: impl Fn(&mut Digester, &str, usize) -> T + Sync,
+) -> Vec<T> {
     let [first, second] = digesters;
-    let digest_all = |digester: &mut Digester, records: &[&str], offset: usize| {
+    let all = |digester: &mut Digester, records: &[&str], offset: usize| {
         records
             .iter()
             .enumerate()
-            .map(|(i, r)| digester.digest(r, offset + i))
+            .map(|(i, r)| f(digester, r, offset + i))
             .collect::<Vec<_>>()
     };
-    let results = if records.len() >= SPLIT_AT {
-        let (a, b) = records.split_at(records.len() / 2);
-        std::thread::scope(|scope| {
-            let later = scope.spawn(|| digest_all(second, b, a.len()));
-            let mut results = digest_all(first, a, 0);
-            match later.join() {
-                Ok(rest) => results.extend(rest),
-                // A panic in the helper thread is a bug: raise it here,
-                // where the pipeline turns it into an internal error.
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-            results
-        })
-    } else {
-        digest_all(first, &records, 0)
-    };
+    if work < SPLIT_AT {
+        return all(first, records, 0);
+    }
+    let (a, b) = records.split_at(records.len() / 2);
+    std::thread::scope(|scope| {
+        let later = scope.spawn(|| all(second, b, a.len()));
+        let mut results = all(first, a, 0);
+        match later.join() {
+            Ok(rest) => results.extend(rest),
+            // A panic in the helper thread is a bug: raise it here,
+            // where the pipeline turns it into an internal error.
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        results
+    })
+}
+
+/// Digests every record of a page (on a blocking thread: this is the CPU
+/// work) and then sorts out repeats in page order. With `known`, a record
+/// whose raw text hashes to what is stored for its id takes its stored
+/// digest instead of being canonicalised again. `seen` and the digesters
+/// travel with it.
+fn digest_page(
+    page: Page,
+    digesters: &mut [Digester; 2],
+    seen: &mut SeenIds,
+    known: Option<Known>,
+) -> Digested {
+    let records: Vec<&str> = page.records().collect();
+    // Each record's (identified, stored hash), when the fast path ran.
+    let lookups: Option<Vec<Option<(&Identified, Option<&Hash>)>>> = known.as_ref().map(|k| {
+        let mut stored = k.stored.iter();
+        k.identified
+            .iter()
+            .map(|i| {
+                let i = i.as_ref()?;
+                Some((i, stored.next().and_then(Option::as_ref)))
+            })
+            .collect()
+    });
+    // Records the fast path cannot settle (all of them without it).
+    let slow = lookups.as_ref().map_or(records.len(), |l| {
+        l.iter()
+            .filter(|k| !matches!(k, Some((k, Some(h))) if raw_part(h) == k.raw))
+            .count()
+    });
+    let results = each_record(&records, slow, digesters, |digester, record, i| {
+        let known = lookups.as_ref().and_then(|l| l[i]);
+        digester.digest_known(record, i, known)
+    });
     let mut out = Digested {
         digests: Vec::with_capacity(results.len()),
+        stored: lookups.as_ref().map(|_| Vec::with_capacity(results.len())),
         ..Default::default()
     };
-    for result in results {
+    for (i, result) in results.into_iter().enumerate() {
         match result {
             Ok(d) => match seen.see(&d.id, d.numeric) {
-                Sighting::First => out.digests.push(d),
+                Sighting::First => {
+                    if let Some(stored) = &mut out.stored {
+                        // The stored hash read under the identified id is
+                        // this digest's only if the ids agree (they do for
+                        // any valid record); if not, the commit stage reads.
+                        match lookups.as_ref().and_then(|l| l[i]) {
+                            Some((known, hash)) if known.id == d.id => stored.push(hash.copied()),
+                            _ => out.stored = None,
+                        }
+                    }
+                    out.digests.push(d);
+                }
                 Sighting::Duplicate => out.duplicates += 1,
                 Sighting::Collision => out.collisions += 1,
             },
@@ -260,6 +323,15 @@ fn digest_page(page: Page, digesters: &mut [Digester; 2], seen: &mut SeenIds) ->
         }
     }
     out
+}
+
+/// The fast path's first step for a page (on a blocking thread): every
+/// record's id and raw-text hash.
+fn identify_page(page: &Page, digesters: &mut [Digester; 2]) -> Vec<Option<Identified>> {
+    let records: Vec<&str> = page.records().collect();
+    each_record(&records, records.len(), digesters, |digester, record, _| {
+        digester.identify(record)
+    })
 }
 
 pub async fn poll_resource(
@@ -386,9 +458,11 @@ pub async fn poll_resource(
 }
 
 /// Fetches pages and applies them, in three stages that overlap: while
-/// page N is compared and committed, page N+1 is digested (on a blocking
-/// thread: the CPU work) and page N+2 fetched and read. At most one page
-/// waits between two stages, so memory stays bounded by a few pages.
+/// page N is compared and committed, page N+1 is digested and page N+2
+/// fetched and read. The fetch stage is a task of its own (reading pages
+/// is CPU work that must not hold up the other two stages); the CPU work of
+/// digesting runs on blocking threads. At most one page waits between two
+/// stages, so memory stays bounded by a few pages.
 #[allow(clippy::too_many_arguments)]
 async fn scan_pages(
     ctx: &PollContext,
@@ -401,16 +475,52 @@ async fn scan_pages(
     summary: &mut PollSummary,
     first_invalid: &mut Option<String>,
 ) -> (Result<(), PollError>, SeenIds) {
-    let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<(Page, u64)>(1);
+    type Fetched = (Page, u64, Option<Vec<Option<Identified>>>);
+    let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<Fetched>(1);
     let (digests_tx, mut digests_rx) = tokio::sync::mpsc::channel::<(Digested, u64)>(1);
-    let fetch = async move {
-        let mut pager = Pager::new(&ctx.client, account, provider, resource, since);
-        while let Some(page) = pager.next_page().await? {
-            if pages_tx.send((page, pager.pages_fetched())).await.is_err() {
-                break;
+    // The raw-bytes fast path needs hashes from a completed baseline of
+    // the current shape and hash key (a re-baseline clears `baseline_done`).
+    let fast = scan.baseline_done;
+    // Dropping the set (the poll cancelled) stops the fetch task too.
+    let mut fetcher = tokio::task::JoinSet::new();
+    fetcher.spawn({
+        let (client, hasher) = (ctx.client.clone(), ctx.hasher.clone());
+        let (account, provider, resource) = (account.clone(), provider.clone(), resource.clone());
+        async move {
+            let mut pager = Pager::new(&client, &account, &provider, &resource, since);
+            // Fast path, first step: each record's id and raw-text hash.
+            let mut digesters = [
+                Digester::new(resource.shape(), hasher.clone()),
+                Digester::new(resource.shape(), hasher),
+            ];
+            while let Some(mut page) = pager.next_page().await? {
+                let mut identified = None;
+                if fast {
+                    let ids;
+                    (ids, page, digesters) = tokio::task::spawn_blocking(move || {
+                        (identify_page(&page, &mut digesters), page, digesters)
+                    })
+                    .await
+                    .map_err(|e| PollError::Internal(crate::store::panic_text(e)))?;
+                    identified = Some(ids);
+                }
+                if pages_tx
+                    .send((page, pager.pages_fetched(), identified))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
             }
+            Ok::<_, PollError>(())
         }
-        Ok::<_, PollError>(())
+    });
+    let fetch = async move {
+        match fetcher.join_next().await {
+            Some(Ok(result)) => result,
+            Some(Err(e)) => Err(PollError::Internal(crate::store::panic_text(e))),
+            None => Ok(()),
+        }
     };
     let digest = async move {
         let mut digester = [
@@ -418,9 +528,18 @@ async fn scan_pages(
             Digester::new(resource.shape(), ctx.hasher.clone()),
         ];
         let mut seen = seen;
-        while let Some((page, pages)) = pages_rx.recv().await {
+        while let Some((page, pages, identified)) = pages_rx.recv().await {
+            let mut known = None;
+            if let Some(identified) = identified {
+                let ids: Vec<String> = identified.iter().flatten().map(|k| k.id.clone()).collect();
+                let stored = match ctx.store.stored_hashes(scan, &ids).await {
+                    Ok(stored) => stored,
+                    Err(e) => return (Err(e.into()), SeenIds::with_capacity(0)),
+                };
+                known = Some(Known { identified, stored });
+            }
             let joined = tokio::task::spawn_blocking(move || {
-                let out = digest_page(page, &mut digester, &mut seen);
+                let out = digest_page(page, &mut digester, &mut seen, known);
                 (out, digester, seen)
             })
             .await;
@@ -453,7 +572,7 @@ async fn scan_pages(
             if first_invalid.is_none() {
                 *first_invalid = out.invalid.into_iter().next();
             }
-            apply_digests(ctx, config, scan, &out.digests, emit, summary).await?;
+            apply_digests(ctx, config, scan, &out.digests, out.stored, emit, summary).await?;
         }
         Ok(())
     };
@@ -470,11 +589,17 @@ async fn apply_digests(
     config: &Arc<Config>,
     scan: &ScanStart,
     digests: &[RecordDigest],
+    stored: Option<Vec<Option<Hash>>>,
     emit: bool,
     summary: &mut PollSummary,
 ) -> Result<(), PollError> {
-    let ids: Vec<String> = digests.iter().map(|d| d.id.clone()).collect();
-    let stored = ctx.store.stored_hashes(scan, &ids).await?;
+    let stored = match stored {
+        Some(stored) => stored,
+        None => {
+            let ids: Vec<String> = digests.iter().map(|d| d.id.clone()).collect();
+            ctx.store.stored_hashes(scan, &ids).await?
+        }
+    };
     let (rows, changes) = ingest::page(
         scan,
         digests,

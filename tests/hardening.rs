@@ -704,6 +704,38 @@ async fn editing_ignore_or_the_id_pointer_rebaselines_silently() {
     );
 }
 
+/// A re-baseline recomputes every hash even when the provider's bytes
+/// have not changed (the raw-bytes fast path would keep hashes of the old
+/// shape): after `/seen` joins `ignore` over identical bytes, a later change
+/// of `/seen` alone announces nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_ignored_over_unchanged_bytes_stays_ignored() {
+    let provider = MockServer::start().await;
+    let rx = start_receiver().await;
+    let records = |stamp: &str| -> Vec<String> {
+        (0..4)
+            .map(|i| json!({"id": i, "name": format!("n{i}"), "seen": stamp}).to_string())
+            .collect()
+    };
+    serve_records(&provider, &records("t1")).await;
+    let mut cfg = Cfg::new(&provider, &rx);
+    let env = cfg.env();
+    env.sync(&[]).await.0.assert_code(0);
+    env.sync(&[]).await.0.assert_code(0);
+
+    cfg.resource_extra = r#"ignore = ["/seen"]"#.into();
+    env.write_config(&cfg.render());
+    let (out, j) = env.sync(&[]).await;
+    out.assert_code(0);
+    assert_eq!(the_poll(&j)["baseline"], true, "a re-baseline: {j}");
+
+    serve_records(&provider, &records("t2")).await;
+    let (out, j) = env.sync(&[]).await;
+    out.assert_code(0);
+    assert_eq!(counts(&j), (4, 0, 0, 0), "{j}");
+    assert!(record_events(&rx).is_empty(), "{:?}", record_events(&rx));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn equal_numeric_ids_are_one_id_and_a_type_collision_never_blocks_deletes() {
     let provider = MockServer::start().await;

@@ -199,6 +199,72 @@ impl Canonicalizer {
         Ok((&self.out, id))
     }
 
+    /// The first value at `id`, without writing the canonical form and
+    /// without reading the rest of the record: for the raw-bytes fast path.
+    /// That path trusts the answer only when the record's bytes hash to
+    /// what is stored under this id, i.e. when these exact bytes already
+    /// went through [`write`](Self::write) and gave this id. So where the
+    /// two could disagree (a repeated key on the path, where `write` keeps
+    /// the last value; text that is not JSON, since containers off the path
+    /// are stepped over unchecked) the stored hash cannot match and the
+    /// record simply takes the slow path. `None` means the same.
+    pub fn read_id(&mut self, record: &str, id: &Pointer) -> Option<IdValue> {
+        let tokens = id.tokens();
+        let mut parser = Parser::new(record);
+        // The open containers on the pointer's path (each one is at
+        // `tokens[..depth]`): an array's next index, or `OBJECT`.
+        const OBJECT: usize = usize::MAX;
+        let path = &mut self.order;
+        path.clear();
+        let mut key_matches = false;
+        loop {
+            let (_, event) = parser.next_event().ok()??;
+            match event {
+                Event::Key(key) => {
+                    key_matches = json::key_is(
+                        &record[key.span.start..key.span.end],
+                        key.escaped,
+                        &tokens[path.len() - 1],
+                    );
+                }
+                Event::EndObject | Event::EndArray => {
+                    path.pop();
+                    if path.is_empty() {
+                        return None;
+                    }
+                }
+                value => {
+                    let depth = path.len();
+                    let on_path = match path.last_mut() {
+                        None => true,
+                        Some(&mut OBJECT) => key_matches,
+                        Some(index) => {
+                            *index += 1;
+                            json::token_is_index(&tokens[depth - 1], *index - 1)
+                        }
+                    };
+                    let container = matches!(value, Event::StartObject | Event::StartArray);
+                    if on_path && depth == tokens.len() {
+                        return Some(id_value(record, &value));
+                    } else if on_path && container {
+                        path.push(if value == Event::StartObject {
+                            OBJECT
+                        } else {
+                            0
+                        });
+                        continue;
+                    }
+                    if depth == 0 {
+                        return None;
+                    }
+                    if container {
+                        parser.skip_container_unchecked().ok()?;
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether the open array already has an element in `out` (an ignored
     /// first element leaves it empty, so the next one needs no comma).
     fn element_written_before(&self) -> bool {

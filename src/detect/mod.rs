@@ -29,14 +29,30 @@ pub use canonical::{IdValue, Shape};
 /// announcing every record as updated.
 pub const CANONICAL_VERSION: &str = "jcs-exact-int-1";
 
-/// 32 bytes of SHA-256 (or HMAC-SHA256) over the canonical record.
+/// What is stored for a record: the first [`CANONICAL_BYTES`] bytes of
+/// SHA-256 (or HMAC-SHA256) over the canonical record, which decide whether
+/// it changed, then 8 bytes of a hash of its raw text as the provider sent
+/// it ([`Hasher::raw`]), which let a later scan skip canonicalising a record
+/// whose bytes are the same (see [`Digester`]).
 pub type Hash = [u8; 32];
+
+/// How much of the canonical SHA-256 a [`Hash`] keeps: 192 bits, far beyond
+/// any chance of two versions of one record colliding.
+pub const CANONICAL_BYTES: usize = 24;
+
+/// The raw-text part of a stored hash.
+pub fn raw_part(hash: &Hash) -> u64 {
+    u64::from_le_bytes(hash[CANONICAL_BYTES..].try_into().expect("8 bytes"))
+}
 
 /// Hashes records, keyed or not. Exists so the `hash_key_file` choice is made
 /// once, not per record: the keyed state is set up once and copied.
 #[derive(Clone)]
 pub struct Hasher {
     key: Option<hmac::Hmac<Sha256>>,
+    /// With a hash key, the raw-text hash is keyed too (SipHash-1-3 under a
+    /// key derived from it), or it would undo what the key protects.
+    raw_key: Option<[u8; 16]>,
     scheme: String,
 }
 
@@ -52,8 +68,16 @@ impl Hasher {
                 format!("hmac-sha256:{}", crate::signing::hex(&id[..8]))
             }
         };
+        let raw_key = key.map(|k| {
+            let derived = Sha256::new()
+                .chain_update(b"synthd raw hash key\0")
+                .chain_update(k)
+                .finalize();
+            derived[..16].try_into().expect("16 bytes")
+        });
         Hasher {
             key: key.map(|k| hmac::Hmac::<Sha256>::new_from_slice(k).expect("any key length")),
+            raw_key,
             scheme,
         }
     }
@@ -74,6 +98,24 @@ impl Hasher {
                 mac.finalize().into_bytes().into()
             }
         }
+    }
+
+    /// A record's raw text, hashed fast (XXH3, or keyed SipHash-1-3): equal
+    /// means the provider sent the very same bytes. Never decides a change
+    /// on its own; it only lets an unchanged record skip the canonical form.
+    pub fn raw(&self, record: &str) -> u64 {
+        match &self.raw_key {
+            None => xxhash_rust::xxh3::xxh3_64(record.as_bytes()),
+            Some(key) => siphasher::sip::SipHasher13::new_with_key(key).hash(record.as_bytes()),
+        }
+    }
+
+    /// What is stored for a record: its canonical hash's first
+    /// [`CANONICAL_BYTES`], then the hash of its raw text.
+    pub fn record_hash(&self, canonical: &[u8], record: &str) -> Hash {
+        let mut hash = self.hash(canonical);
+        hash[CANONICAL_BYTES..].copy_from_slice(&self.raw(record).to_le_bytes());
+        hash
     }
 }
 
@@ -181,9 +223,54 @@ impl Digester {
         Ok(RecordDigest {
             id,
             numeric,
-            hash: self.hasher.hash(canonical),
+            hash: self.hasher.record_hash(canonical, record),
         })
     }
+
+    /// The raw-bytes fast path, first half: the record's id and the hash of
+    /// its raw text, read without canonicalising. `None` when no usable id
+    /// is found (the slow path then says why).
+    pub fn identify(&mut self, record: &str) -> Option<Identified> {
+        let (id, numeric) = match self.canon.read_id(record, &self.shape.id)? {
+            IdValue::Text(id) => (id, false),
+            IdValue::Number(id) => (id, true),
+            IdValue::Other(_) => return None,
+        };
+        Some(Identified {
+            id,
+            numeric,
+            raw: self.hasher.raw(record),
+        })
+    }
+
+    /// The fast path's second half: when the stored hash of the identified
+    /// id ends with the same raw-text hash, the provider sent the same bytes
+    /// that were digested before, so their digest is the stored one and
+    /// the canonical form need not be written again. Otherwise (changed,
+    /// new, or only reformatted) the record is digested in full.
+    pub fn digest_known(
+        &mut self,
+        record: &str,
+        index: usize,
+        known: Option<(&Identified, Option<&Hash>)>,
+    ) -> Result<RecordDigest, RecordError> {
+        match known {
+            Some((seen, Some(stored))) if raw_part(stored) == seen.raw => Ok(RecordDigest {
+                id: seen.id.clone(),
+                numeric: seen.numeric,
+                hash: *stored,
+            }),
+            _ => self.digest(record, index),
+        }
+    }
+}
+
+/// A record's id and raw-text hash (see [`Digester::identify`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identified {
+    pub id: String,
+    pub numeric: bool,
+    pub raw: u64,
 }
 
 /// The ids seen so far in one scan, for duplicates, type collisions and,
@@ -285,15 +372,20 @@ impl std::hash::Hasher for PreHashed {
 pub enum Change {
     Created,
     Updated,
+    /// The same content in different bytes (key order, spacing, number
+    /// format, or a hash stored before the raw part existed): no event, but
+    /// the stored raw part is brought up to date so the next scan is fast.
+    Reformatted,
     Unchanged,
 }
 
-/// A record is created when its id is not stored, updated when its hash
-/// differs from the stored one.
+/// A record is created when its id is not stored, updated when the
+/// canonical part of its hash differs from the stored one.
 pub fn classify(stored: Option<&Hash>, new_hash: &Hash) -> Change {
     match stored {
         None => Change::Created,
-        Some(h) if h != new_hash => Change::Updated,
+        Some(h) if h[..CANONICAL_BYTES] != new_hash[..CANONICAL_BYTES] => Change::Updated,
+        Some(h) if h != new_hash => Change::Reformatted,
         Some(_) => Change::Unchanged,
     }
 }
@@ -337,8 +429,9 @@ mod tests {
             .unwrap()
     }
 
-    fn h(text: &str) -> Hash {
-        digest(text).hash
+    /// The part of the hash that decides a change.
+    fn h(text: &str) -> [u8; CANONICAL_BYTES] {
+        digest(text).hash[..CANONICAL_BYTES].try_into().unwrap()
     }
 
     #[test]
@@ -401,6 +494,118 @@ mod tests {
     }
 
     #[test]
+    fn the_raw_part_tells_the_same_bytes_from_a_reformatting() {
+        let a = digest(r#"{"id":1,"a":1,"b":[1,2]}"#).hash;
+        let reformatted = digest(r#"{ "b": [1, 2], "a": 1.0, "id": 1 }"#).hash;
+        let changed = digest(r#"{"id":1,"a":2,"b":[1,2]}"#).hash;
+        assert_eq!(a, digest(r#"{"id":1,"a":1,"b":[1,2]}"#).hash);
+        assert_eq!(a[..CANONICAL_BYTES], reformatted[..CANONICAL_BYTES]);
+        assert_ne!(raw_part(&a), raw_part(&reformatted));
+        assert_eq!(classify(None, &a), Change::Created);
+        assert_eq!(classify(Some(&a), &a), Change::Unchanged);
+        assert_eq!(classify(Some(&a), &reformatted), Change::Reformatted);
+        assert_eq!(classify(Some(&a), &changed), Change::Updated);
+        // A hash stored before the raw part existed (all 32 bytes canonical)
+        // still compares: only a reformatting, never an update.
+        let mut old = a;
+        old[CANONICAL_BYTES..].copy_from_slice(&[0xAB; 8]);
+        assert_eq!(classify(Some(&old), &a), Change::Reformatted);
+    }
+
+    #[test]
+    fn the_raw_hash_is_keyed_with_the_hash_key() {
+        let text = r#"{"id":1}"#;
+        let plain = Hasher::new(None).raw(text);
+        let keyed = Hasher::new(Some(b"k1")).raw(text);
+        assert_ne!(plain, keyed);
+        assert_ne!(keyed, Hasher::new(Some(b"k2")).raw(text));
+        assert_eq!(keyed, Hasher::new(Some(b"k1")).raw(text));
+        assert_ne!(plain, Hasher::new(None).raw(r#"{"id":2}"#));
+    }
+
+    #[test]
+    fn the_fast_path_reads_ids_as_the_writer_does() {
+        for (pointer, record) in [
+            ("/id", r#"{"id":7}"#),
+            ("/id", r#"{"a":{"id":1,"x":[{"id":2}]},"id":"E-7","z":[1]}"#),
+            ("/id", r#"{"\u0069d":1.0}"#),
+            ("/id", r#"{"id":"\u0041"}"#),
+            (
+                "/emp/id",
+                r#"{"x":{"id":9},"emp":{"n":[1,{"id":3}],"id":4e0},"y":{}}"#,
+            ),
+            ("/list/1", r#"{"list":[[5,{"a":1}],"b","c"]}"#),
+            ("/list/1/id", r#"{"list":[{"id":1},{"id":2}]}"#),
+            ("", r#""root""#),
+        ] {
+            let mut d = Digester::new(shape(pointer, &[]), Hasher::new(None));
+            let full = d.digest(record, 0).unwrap();
+            let fast = d.identify(record).expect(record);
+            assert_eq!(
+                (&fast.id, fast.numeric),
+                (&full.id, full.numeric),
+                "{record}"
+            );
+            assert_eq!(fast.raw, raw_part(&full.hash), "{record}");
+        }
+        for (pointer, record) in [
+            ("/id", r#"{"x":1}"#),
+            ("/id", r#"{"id":{"id":1}}"#),
+            ("/id", r#"{"id":""}"#),
+            ("/id", r#"{"id":null}"#),
+            ("/id", r#"[1]"#),
+            ("/id", "7"),
+            ("/list/2", r#"{"list":[1,2]}"#),
+        ] {
+            let mut d = Digester::new(shape(pointer, &[]), Hasher::new(None));
+            assert_eq!(d.identify(record), None, "{record}");
+        }
+        // A repeated id key: the fast path reads the first, the writer keeps
+        // the last. What is stored under the first id came from other bytes
+        // (ones the writer gave that id), so their raw part never matches
+        // and such a record is always digested in full.
+        let mut d = Digester::new(shape("/id", &[]), Hasher::new(None));
+        let text = r#"{"id":1,"id":2}"#;
+        let fast = d.identify(text).unwrap();
+        let full = d.digest(text, 0).unwrap();
+        assert_eq!((fast.id.as_str(), full.id.as_str()), ("1", "2"));
+        let stored_under_1 = d.digest(r#"{"id":1}"#, 0).unwrap().hash;
+        assert_eq!(
+            d.digest_known(text, 0, Some((&fast, Some(&stored_under_1)))),
+            Ok(full),
+            "digested in full"
+        );
+    }
+
+    #[test]
+    fn a_stored_digest_is_trusted_only_when_its_raw_part_matches() {
+        let text = r#"{"id":1,"a":1}"#;
+        let mut d = Digester::new(shape("/id", &[]), Hasher::new(None));
+        let full = d.digest(text, 0).unwrap();
+        let fast = d.identify(text).unwrap();
+        // A stored hash whose canonical part is not this record's but whose
+        // raw part is: trusted as is (these bytes were digested before).
+        let mut stored = [0u8; 32];
+        stored[CANONICAL_BYTES..].copy_from_slice(&fast.raw.to_le_bytes());
+        let got = d
+            .digest_known(text, 0, Some((&fast, Some(&stored))))
+            .unwrap();
+        assert_eq!((got.hash, got.id.as_str()), (stored, "1"));
+        // Any other raw part, no stored hash or no identification: the
+        // record is digested in full.
+        stored[31] ^= 1;
+        assert_eq!(
+            d.digest_known(text, 0, Some((&fast, Some(&stored)))),
+            Ok(full.clone())
+        );
+        assert_eq!(
+            d.digest_known(text, 0, Some((&fast, None))),
+            Ok(full.clone())
+        );
+        assert_eq!(d.digest_known(text, 0, None), Ok(full));
+    }
+
+    #[test]
     fn ignored_fields_do_not_count() {
         let mut d = Digester::new(
             shape("/id", &["/last_seen_at", "/meta/etag"]),
@@ -424,8 +629,8 @@ mod tests {
                 0,
             )
             .unwrap();
-        assert_eq!(a.hash, b.hash);
-        assert_ne!(a.hash, c.hash);
+        assert_eq!(a.hash[..CANONICAL_BYTES], b.hash[..CANONICAL_BYTES]);
+        assert_ne!(a.hash[..CANONICAL_BYTES], c.hash[..CANONICAL_BYTES]);
         assert_eq!(a.id, "1");
     }
 

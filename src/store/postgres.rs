@@ -46,7 +46,8 @@ use crate::detect::{Hash, SeenIds};
 mod views;
 
 /// Schema migrations, applied in order; `synthd_schema.version` counts them.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -149,7 +150,14 @@ CREATE TABLE instances (
     started_at   BIGINT NOT NULL,
     heartbeat_at BIGINT NOT NULL
 );
-"#];
+"#,
+    // records.hash now ends with a raw-text hash (see detect::Hash); the
+    // version stops an older synthd, which would compare all 32 bytes.
+    r#"
+COMMENT ON COLUMN records.hash IS
+    '24 bytes of the canonical record''s SHA-256, then 8 bytes of its raw text''s hash';
+"#,
+];
 
 /// Advisory lock keys (arbitrary, fixed): migrations, retention, replays.
 pub(super) const LOCK_MIGRATE: i64 = 0x5359_4e54_4844_0001;

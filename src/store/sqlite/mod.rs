@@ -169,6 +169,14 @@ UPDATE poll_state SET record_count = (
     SELECT COUNT(*) FROM records r JOIN streams s ON r.stream = s.id
     WHERE s.account_id = poll_state.account_id AND s.resource = poll_state.resource);
 "#,
+    // records.hash now ends with a raw-text hash (see detect::Hash). Older
+    // hashes still compare (only the first 24 bytes decide a change) and are
+    // completed by the next scan; the version (nothing else changes) stops
+    // an older synthd, which would compare all 32 bytes and announce every
+    // record as updated.
+    r#"
+UPDATE meta SET value = value WHERE 0;
+"#,
 ];
 
 /// How long a writer waits for another writer before giving up.
