@@ -577,6 +577,39 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             ));
         }
     }
+    // The parsed document is several times the size of the Config and
+    // short-lived; parsed on the caller's thread, its freed pieces would
+    // sit between the Config's and keep the heap's pages resident for
+    // good. Parsed on a thread of its own (its own malloc arena), only a
+    // compact copy of the Config is made here and the rest goes back to
+    // the system.
+    let parsed = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("synthd-config".into())
+            .stack_size(CONFIG_THREAD_STACK)
+            .spawn_scoped(s, || parse_file(path))
+            .map(|t| t.join())
+    });
+    match parsed {
+        Ok(Ok(Ok(parsed))) => {
+            let config = parsed.clone();
+            drop(parsed);
+            crate::memory::trim();
+            Ok(config)
+        }
+        Ok(Ok(Err(e))) => Err(e),
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        // No thread to be had: parse here; compactness is no reason to fail.
+        Err(_) => parse_file(path),
+    }
+}
+
+/// The parsing thread's stack: as large as a main thread's, so that no
+/// config that loads on one fails on the other.
+const CONFIG_THREAD_STACK: usize = 8 << 20;
+
+/// Reads, merges and validates the file (see [`load`]).
+fn parse_file(path: &Path) -> Result<Config, ConfigError> {
     let figment = catalog::with_builtins(
         Figment::new()
             .merge(Toml::file_exact(path))
