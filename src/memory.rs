@@ -2,7 +2,9 @@
 //!
 //! glibc's allocator keeps freed memory in its arenas: after a burst of
 //! polls, MiBs stay resident while the daemon idles. The daemon hands free
-//! memory back to the system when polling goes quiet. (Capping the arenas
+//! memory back to the system when polling goes quiet, and after a config
+//! load (which parses a large file on a thread of its own, so that the
+//! parse's leftovers do not pin the main heap's pages). (Capping the arenas
 //! saved a little more but cost the scan about 5 % of its CPU in lock
 //! contention, so it is not done.) Other C libraries: nothing to do.
 
