@@ -369,34 +369,7 @@ impl<'a> Parser<'a> {
     /// span, which checks every byte). Returns the offset after it.
     pub fn skip_container_unchecked(&mut self) -> Result<usize, SyntaxError> {
         let b = self.bytes();
-        let mut depth = 1usize;
-        let mut i = self.pos;
-        while depth > 0 {
-            let Some(&c) = b.get(i) else {
-                return Err(SyntaxError::Eof(b.len()));
-            };
-            match c {
-                b'"' => {
-                    // To the closing quote, stepping over escapes.
-                    i += 1;
-                    loop {
-                        match memchr::memchr2(b'"', b'\\', &b[i..]) {
-                            None => return Err(SyntaxError::Eof(b.len())),
-                            Some(off) if b[i + off] == b'\\' => i += off + 2,
-                            Some(off) => {
-                                i += off + 1;
-                                break;
-                            }
-                        }
-                    }
-                    continue;
-                }
-                b'{' | b'[' => depth += 1,
-                b'}' | b']' => depth -= 1,
-                _ => {}
-            }
-            i += 1;
-        }
+        let i = container_end(b, self.pos).ok_or(SyntaxError::Eof(b.len()))?;
         self.pos = i;
         self.nesting.pop();
         self.after_value();
@@ -414,6 +387,217 @@ impl<'a> Parser<'a> {
         }
         Ok(self.pos)
     }
+}
+
+/// Where [`member`] found a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Member {
+    /// The value starts at this offset.
+    At(usize),
+    Missing,
+    /// The text is not an object (an array, say).
+    NotAnObject,
+}
+
+/// The value of `key` in the object `text` holds, found by stepping over
+/// the members before it without checking their grammar (for callers that
+/// check it some other way). The first of repeated keys wins.
+pub fn member(text: &str, key: &str) -> Member {
+    let b = text.as_bytes();
+    let ws = |mut i: usize| {
+        while b
+            .get(i)
+            .is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            i += 1;
+        }
+        i
+    };
+    // The closing quote of the string whose text starts at `i`, and whether
+    // the text holds an escape.
+    let string_end = |mut i: usize| {
+        let mut escaped = false;
+        loop {
+            let off = memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+            if b[i + off] == b'"' {
+                return Some((i + off, escaped));
+            }
+            escaped = true;
+            i += off + 2;
+        }
+    };
+    let walk = || {
+        let mut i = ws(0);
+        match b.get(i) {
+            Some(b'{') => i += 1,
+            Some(_) => return Some(Member::NotAnObject),
+            None => return None,
+        }
+        loop {
+            i = ws(i);
+            if b.get(i) != Some(&b'"') {
+                return None;
+            }
+            let (end, escaped) = string_end(i + 1)?;
+            let name = text.get(i + 1..end)?;
+            i = ws(end + 1);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = ws(i + 1);
+            if key_is(name, escaped, key) {
+                return Some(Member::At(i));
+            }
+            i = match b.get(i)? {
+                b'"' => string_end(i + 1)?.0 + 1,
+                b'{' | b'[' => container_end(b, i + 1)?,
+                // A number or a literal: it holds none of these.
+                _ => i + memchr::memchr3(b',', b'}', b']', &b[i..])?,
+            };
+            i = ws(i);
+            if b.get(i) != Some(&b',') {
+                return None;
+            }
+            i += 1;
+        }
+    };
+    walk().unwrap_or(Member::Missing)
+}
+
+/// Where the container whose opening bracket ends just before `start`
+/// ends (the offset after its closing bracket), by counting brackets outside
+/// strings; the grammar in between is not checked. `None`: the text ends
+/// first.
+fn container_end(b: &[u8], start: usize) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        container_end_sse2(b, start)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        container_end_scalar(b, start, 1, false)
+    }
+}
+
+/// [`container_end`] one byte at a time, from inside `depth` containers
+/// (and inside a string when `in_string`).
+fn container_end_scalar(
+    b: &[u8],
+    mut i: usize,
+    mut depth: usize,
+    mut in_string: bool,
+) -> Option<usize> {
+    while i < b.len() {
+        let c = b[i];
+        if in_string {
+            match c {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match c {
+                b'"' => in_string = true,
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Some(i + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// [`container_end`] 32 bytes at a time with SSE2 (part of every x86-64
+/// CPU): a block's quotes give, by a prefix XOR, which of its bytes lie
+/// inside strings; only brackets outside strings are then looked at, one by
+/// one. A block holding a backslash is walked byte by byte (escapes are
+/// rare in records), and so is the tail shorter than a block.
+#[cfg(target_arch = "x86_64")]
+fn container_end_sse2(b: &[u8], start: usize) -> Option<usize> {
+    use std::arch::x86_64::*;
+    let mut i = start;
+    let mut depth = 1usize;
+    let mut in_string = false;
+    while i + 32 <= b.len() {
+        // SAFETY: SSE2 is part of x86-64; the two unaligned 16-byte loads
+        // read b[i..i + 32], which the loop condition keeps in bounds.
+        let (quotes, backslashes, opens, closes) = unsafe {
+            let eq = |v: __m128i, c: u8| {
+                _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8))) as u32
+            };
+            let lo = _mm_loadu_si128(b.as_ptr().add(i) as *const __m128i);
+            let hi = _mm_loadu_si128(b.as_ptr().add(i + 16) as *const __m128i);
+            let mask = |c: u8| eq(lo, c) | (eq(hi, c) << 16);
+            // `{` and `[` differ only in bit 5, as do `}` and `]`: one
+            // compare of the byte with that bit set finds both.
+            let lo_case = _mm_or_si128(lo, _mm_set1_epi8(0x20));
+            let hi_case = _mm_or_si128(hi, _mm_set1_epi8(0x20));
+            let either = |c: u8| eq(lo_case, c) | (eq(hi_case, c) << 16);
+            (mask(b'"'), mask(b'\\'), either(b'{'), either(b'}'))
+        };
+        if backslashes != 0 {
+            // This block byte by byte, ending on a byte boundary that is
+            // not inside an escape.
+            let end = i + 32;
+            while i < end {
+                let c = b[i];
+                if in_string {
+                    match c {
+                        b'\\' => i += 1,
+                        b'"' => in_string = false,
+                        _ => {}
+                    }
+                } else {
+                    match c {
+                        b'"' => in_string = true,
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return Some(i + 1);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                i += 1;
+            }
+            continue;
+        }
+        // Bit k set: byte k is inside a string (an opening quote counts as
+        // inside, a closing one as outside; neither is a bracket).
+        let mut inside = quotes;
+        inside ^= inside << 1;
+        inside ^= inside << 2;
+        inside ^= inside << 4;
+        inside ^= inside << 8;
+        inside ^= inside << 16;
+        if in_string {
+            inside = !inside;
+        }
+        in_string = inside >> 31 == 1;
+        let mut brackets = (opens | closes) & !inside;
+        while brackets != 0 {
+            let k = brackets.trailing_zeros();
+            brackets &= brackets - 1;
+            if opens >> k & 1 == 1 {
+                depth += 1;
+            } else {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + k as usize + 1);
+                }
+            }
+        }
+        i += 32;
+    }
+    container_end_scalar(b, i, depth, in_string)
 }
 
 /// The value of a string's raw text. `Err` when it holds a lone surrogate
@@ -580,6 +764,113 @@ pub fn key_is(raw: &str, escaped: bool, token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_ends_agree_with_the_byte_by_byte_walk() {
+        // Blocks with and without escapes, brackets inside strings, quotes
+        // and escapes across the 32-byte block edges, deep nesting.
+        let mut texts = vec![
+            r#"{"a":"}","b":["]",{"c":"\\"}],"d":"\"}"}"#.to_string(),
+            format!(
+                r#"{{"x":"{}\"{}","y":[{}]}}"#,
+                "a".repeat(30),
+                "b".repeat(40),
+                "[".repeat(70) + &"]".repeat(70)
+            ),
+            format!(
+                r#"[{}]"#,
+                (0..40)
+                    .map(|i| format!(r#"{{"k{i}":"v\\{}"}}"#, "}".repeat(i % 7)))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        ];
+        for n in 0..64 {
+            texts.push(format!(
+                r#"{{"{}":"{}\"","z":{{}}}}"#,
+                "q".repeat(n),
+                "\\\\".repeat(n % 5)
+            ));
+        }
+        for text in &texts {
+            let b = text.as_bytes();
+            for start in 0..b.len() {
+                if b[start] != b'{' && b[start] != b'[' {
+                    continue;
+                }
+                // Only starts outside strings are real container starts.
+                let want = container_end_scalar(b, start + 1, 1, false);
+                if is_outside_strings(b, start) {
+                    assert_eq!(container_end(b, start + 1), want, "{text} at {start}");
+                }
+            }
+            assert_eq!(container_end(b, 1), Some(b.len()), "{text}");
+            assert_eq!(container_end(&b[..b.len() - 1], 1), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn members_are_found_by_stepping_over_the_others() {
+        let text = r#" { "a" : {"id":1,"s":"}"}, "b":[1,{"id":2}], "n": -1.5e3 ,"t":true, "e\u0069":"x\"y", "id" :7 ,"id":8}"#;
+        let at = |key: &str| match member(text, key) {
+            Member::At(i) => Some(&text[i..i + 1]),
+            _ => None,
+        };
+        assert_eq!(at("a"), Some("{"));
+        assert_eq!(at("b"), Some("["));
+        assert_eq!(at("n"), Some("-"));
+        assert_eq!(at("t"), Some("t"));
+        assert_eq!(at("ei"), Some("\""), "an escaped key");
+        assert_eq!(at("id"), Some("7"), "the first of repeated keys");
+        assert_eq!(member(text, "zz"), Member::Missing);
+        assert_eq!(member("[1]", "id"), Member::NotAnObject);
+        assert_eq!(member(r#"{"a":1"#, "id"), Member::Missing);
+        assert_eq!(member(r#"{"a":"#, "id"), Member::Missing);
+        assert_eq!(member("", "id"), Member::Missing);
+    }
+
+    #[test]
+    fn container_ends_agree_on_any_bytes() {
+        // The block walk must be the byte walk's exact equal on any input,
+        // JSON or not: random texts over the bytes that matter.
+        // Half without backslashes, so most blocks take the quote path.
+        let alphabets: [&[u8]; 2] = [b"\"\\{}[]a ", b"\"{}[]aaaa"];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let alphabet = alphabets[(next() % 2) as usize];
+            let len = (next() % 160) as usize;
+            let text: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let start = (next() % (len as u64 + 1)) as usize;
+            assert_eq!(
+                container_end(&text, start),
+                container_end_scalar(&text, start, 1, false),
+                "{:?} from {start}",
+                String::from_utf8_lossy(&text)
+            );
+        }
+    }
+
+    fn is_outside_strings(b: &[u8], at: usize) -> bool {
+        let mut in_string = false;
+        let mut i = 0;
+        while i < at {
+            match b[i] {
+                b'\\' if in_string => i += 1,
+                b'"' => in_string = !in_string,
+                _ => {}
+            }
+            i += 1;
+        }
+        !in_string
+    }
 
     fn events(text: &str) -> Result<Vec<Event>, SyntaxError> {
         let mut p = Parser::new(text);

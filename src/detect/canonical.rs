@@ -210,6 +210,25 @@ impl Canonicalizer {
     /// record simply takes the slow path. `None` means the same.
     pub fn read_id(&mut self, record: &str, id: &Pointer) -> Option<IdValue> {
         let tokens = id.tokens();
+        // Through objects only (the usual case), member by member: the
+        // members before the id are stepped over, not read.
+        let mut at = 0;
+        let mut through_objects = true;
+        for token in tokens {
+            match json::member(&record[at..], token) {
+                json::Member::At(i) => at += i,
+                json::Member::Missing => return None,
+                json::Member::NotAnObject => {
+                    through_objects = false;
+                    break;
+                }
+            }
+        }
+        if through_objects {
+            let value = &record[at..];
+            let (_, event) = Parser::new(value).next_event().ok()??;
+            return Some(id_value(value, &event));
+        }
         let mut parser = Parser::new(record);
         // The open containers on the pointer's path (each one is at
         // `tokens[..depth]`): an array's next index, or `OBJECT`.
