@@ -210,6 +210,10 @@ struct Known {
     stored: Vec<Option<Hash>>,
 }
 
+/// What the fast path knows of one record: its id and raw-text hash, and
+/// the hash stored under that id (`None` for the record: no usable id).
+type Lookup<'a> = Option<(&'a Identified, Option<&'a Hash>)>;
+
 /// Pages at least this long are digested on two threads (the machine's
 /// second core does half); shorter ones are not worth a thread.
 const SPLIT_AT: usize = 64;
@@ -261,7 +265,7 @@ fn digest_page(
 ) -> Digested {
     let records: Vec<&str> = page.records().collect();
     // Each record's (identified, stored hash), when the fast path ran.
-    let lookups: Option<Vec<Option<(&Identified, Option<&Hash>)>>> = known.as_ref().map(|k| {
+    let lookups: Option<Vec<Lookup>> = known.as_ref().map(|k| {
         let mut stored = k.stored.iter();
         k.identified
             .iter()
