@@ -133,11 +133,19 @@ async fn stored_hashes_and_missing_ids_answer_exactly() {
             panic!("{name}");
         };
         assert_eq!(scan.known_before, 3, "{name}");
+        // A repeated id (two records of one page) is answered each time.
         let got = store
-            .stored_hashes(&scan, &["r1".into(), "nope".into(), "r0".into()])
+            .stored_hashes(
+                &scan,
+                &["r1".into(), "nope".into(), "r0".into(), "r1".into()],
+            )
             .await
             .unwrap();
-        assert_eq!(got, vec![Some([7; 32]), None, Some([7; 32])], "{name}");
+        assert_eq!(
+            got,
+            vec![Some([7; 32]), None, Some([7; 32]), Some([7; 32])],
+            "{name}"
+        );
         let mut seen = synthd::detect::SeenIds::with_capacity(4);
         seen.see("r1", false);
         let mut missing = store.missing_ids(&scan, Arc::new(seen)).await.unwrap();

@@ -939,12 +939,14 @@ impl StateStore for PgStore {
             )
             .await
             .map_err(|e| self.err(pg_error(&e)))?;
-        let mut found: HashMap<String, Vec<u8>> =
+        let found: HashMap<String, Vec<u8>> =
             rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+        // An id may be asked for twice (repeated on one page): each gets it.
         ids.iter()
             .map(|id| {
                 found
-                    .remove(id)
+                    .get(id)
+                    .cloned()
                     .map(|h| {
                         h.try_into().map_err(|b: Vec<u8>| StoreError::Corrupt {
                             path: self.shown.clone(),
