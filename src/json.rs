@@ -475,34 +475,38 @@ fn container_end(b: &[u8], start: usize) -> Option<usize> {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        container_end_scalar(b, start, 1, false)
+        container_end_scalar(b, start)
     }
 }
 
-/// [`container_end`] one byte at a time, from inside `depth` containers
-/// (and inside a string when `in_string`).
-fn container_end_scalar(
-    b: &[u8],
-    mut i: usize,
-    mut depth: usize,
-    mut in_string: bool,
-) -> Option<usize> {
-    while i < b.len() {
+/// Where a walk over a container stands between two stretches of bytes.
+#[derive(Debug, Clone, Copy)]
+struct Walk {
+    /// Containers open, the one being skipped included.
+    depth: usize,
+    in_string: bool,
+}
+
+/// [`container_end`] one byte at a time over `b[i..end]` from `walk`:
+/// `Ok` with the offset after the container's end when it is there, else
+/// `Err` with where to go on (past `end` by one when an escape straddles it).
+fn walk_bytes(b: &[u8], mut i: usize, end: usize, walk: &mut Walk) -> Result<usize, usize> {
+    while i < end {
         let c = b[i];
-        if in_string {
+        if walk.in_string {
             match c {
                 b'\\' => i += 1,
-                b'"' => in_string = false,
+                b'"' => walk.in_string = false,
                 _ => {}
             }
         } else {
             match c {
-                b'"' => in_string = true,
-                b'{' | b'[' => depth += 1,
+                b'"' => walk.in_string = true,
+                b'{' | b'[' => walk.depth += 1,
                 b'}' | b']' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        return Some(i + 1);
+                    walk.depth -= 1;
+                    if walk.depth == 0 {
+                        return Ok(i + 1);
                     }
                 }
                 _ => {}
@@ -510,7 +514,18 @@ fn container_end_scalar(
         }
         i += 1;
     }
-    None
+    Err(i)
+}
+
+/// [`container_end`] one byte at a time (off x86-64, and the tests'
+/// reference for the block walk).
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn container_end_scalar(b: &[u8], start: usize) -> Option<usize> {
+    let mut walk = Walk {
+        depth: 1,
+        in_string: false,
+    };
+    walk_bytes(b, start, b.len(), &mut walk).ok()
 }
 
 /// [`container_end`] 32 bytes at a time with SSE2 (part of every x86-64
@@ -522,8 +537,10 @@ fn container_end_scalar(
 fn container_end_sse2(b: &[u8], start: usize) -> Option<usize> {
     use std::arch::x86_64::*;
     let mut i = start;
-    let mut depth = 1usize;
-    let mut in_string = false;
+    let mut walk = Walk {
+        depth: 1,
+        in_string: false,
+    };
     while i + 32 <= b.len() {
         // SAFETY: SSE2 is part of x86-64; the two unaligned 16-byte loads
         // read b[i..i + 32], which the loop condition keeps in bounds.
@@ -542,31 +559,9 @@ fn container_end_sse2(b: &[u8], start: usize) -> Option<usize> {
             (mask(b'"'), mask(b'\\'), either(b'{'), either(b'}'))
         };
         if backslashes != 0 {
-            // This block byte by byte, ending on a byte boundary that is
-            // not inside an escape.
-            let end = i + 32;
-            while i < end {
-                let c = b[i];
-                if in_string {
-                    match c {
-                        b'\\' => i += 1,
-                        b'"' => in_string = false,
-                        _ => {}
-                    }
-                } else {
-                    match c {
-                        b'"' => in_string = true,
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                return Some(i + 1);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                i += 1;
+            match walk_bytes(b, i, i + 32, &mut walk) {
+                Ok(end) => return Some(end),
+                Err(next) => i = next,
             }
             continue;
         }
@@ -578,26 +573,26 @@ fn container_end_sse2(b: &[u8], start: usize) -> Option<usize> {
         inside ^= inside << 4;
         inside ^= inside << 8;
         inside ^= inside << 16;
-        if in_string {
+        if walk.in_string {
             inside = !inside;
         }
-        in_string = inside >> 31 == 1;
+        walk.in_string = inside >> 31 == 1;
         let mut brackets = (opens | closes) & !inside;
         while brackets != 0 {
             let k = brackets.trailing_zeros();
             brackets &= brackets - 1;
             if opens >> k & 1 == 1 {
-                depth += 1;
+                walk.depth += 1;
             } else {
-                depth -= 1;
-                if depth == 0 {
+                walk.depth -= 1;
+                if walk.depth == 0 {
                     return Some(i + k as usize + 1);
                 }
             }
         }
         i += 32;
     }
-    container_end_scalar(b, i, depth, in_string)
+    walk_bytes(b, i, b.len(), &mut walk).ok()
 }
 
 /// The value of a string's raw text. `Err` when it holds a lone surrogate
@@ -799,7 +794,7 @@ mod tests {
                     continue;
                 }
                 // Only starts outside strings are real container starts.
-                let want = container_end_scalar(b, start + 1, 1, false);
+                let want = container_end_scalar(b, start + 1);
                 if is_outside_strings(b, start) {
                     assert_eq!(container_end(b, start + 1), want, "{text} at {start}");
                 }
@@ -851,7 +846,7 @@ mod tests {
             let start = (next() % (len as u64 + 1)) as usize;
             assert_eq!(
                 container_end(&text, start),
-                container_end_scalar(&text, start, 1, false),
+                container_end_scalar(&text, start),
                 "{:?} from {start}",
                 String::from_utf8_lossy(&text)
             );
