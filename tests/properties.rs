@@ -220,6 +220,14 @@ fn render_number(n: &Number, rng: &mut TestRng) -> String {
     }
 }
 
+/// `v` as JSON text spelled one of the many ways `seed` picks.
+fn rendered(v: &Value, seed: &[u8; 32]) -> String {
+    let mut rng = TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, seed);
+    let mut text = String::new();
+    render(v, &mut rng, &mut text);
+    text
+}
+
 fn render(v: &Value, rng: &mut TestRng, out: &mut String) {
     ws(rng, out);
     match v {
@@ -327,9 +335,7 @@ proptest! {
         v in record(),
         seed in any::<[u8; 32]>(),
     ) {
-        let mut rng = TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &seed);
-        let mut text = String::new();
-        render(&v, &mut rng, &mut text);
+        let text = rendered(&v, &seed);
         let parsed: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
         let mut want = Vec::new();
         reference_canonical(&parsed, &mut want);
@@ -347,9 +353,7 @@ proptest! {
         v in record(),
         seed in any::<[u8; 32]>(),
     ) {
-        let mut rng = TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &seed);
-        let mut text = String::new();
-        render(&v, &mut rng, &mut text);
+        let text = rendered(&v, &seed);
         prop_assert_eq!(hash_text(&text, &[]), hash(&v), "{}", text);
     }
 
@@ -358,9 +362,7 @@ proptest! {
         v in record(),
         seed in any::<[u8; 32]>(),
     ) {
-        let mut rng = TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &seed);
-        let mut text = String::new();
-        render(&v, &mut rng, &mut text);
+        let text = rendered(&v, &seed);
         let mut d = Digester::new(shape(&[]), Hasher::new(None));
         let full = d.digest(&text, 0);
         let fast = d.identify(&text);
