@@ -6,7 +6,8 @@
 //! (`SCAN_BENCH_RECORDS=20000` or a comma-separated list overrides N;
 //! `SCAN_BENCH_SKIP_REFERENCE=1` skips Python; `SCAN_BENCH_REPEAT=3` runs
 //! each phase three times from the same starting state and keeps the
-//! fastest, which helps on a busy machine):
+//! fastest, which helps on a busy machine; `SCAN_BENCH_CONCURRENCY=32` sets
+//! the webhook's `concurrency`, which the changed rescan's deliveries use):
 //!
 //! - baseline: the first scan of N records (synthd's is a silent baseline),
 //! - unchanged: the same N records again,
@@ -42,6 +43,17 @@ use common::*;
 use serde_json::Value;
 
 const SEED: u64 = 0x5EED_2026;
+
+/// The webhook's `concurrency` line: synthd's default unless
+/// `SCAN_BENCH_CONCURRENCY` sets one (the changed rescan delivers its
+/// webhooks inside the timed `sync`).
+fn sink_concurrency() -> String {
+    std::env::var("SCAN_BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|c| c.parse::<u32>().ok())
+        .map(|c| format!("concurrency = {c}"))
+        .unwrap_or_default()
+}
 const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/reference.py");
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -187,7 +199,7 @@ impl Bench {
             &config,
             &(config_head(&state, &self.provider, "/employees")
                 + &account("bench", "")
-                + &webhook(&self.sink.url, "")),
+                + &webhook(&self.sink.url, &sink_concurrency())),
         );
         // The PostgreSQL variant: the same config on a fresh database.
         let pg = self.pg.clone().map(|server| {
@@ -197,7 +209,7 @@ impl Bench {
                 &config,
                 &(config_head(&path_in(&dir, "state-pg"), &self.provider, "/employees")
                     + &account("bench", "")
-                    + &webhook(&self.sink.url, "")
+                    + &webhook(&self.sink.url, &sink_concurrency())
                     + &pg_store_table("2m")),
             );
             (server, name, config)

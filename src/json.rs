@@ -806,7 +806,7 @@ mod tests {
 
     #[test]
     fn members_are_found_by_stepping_over_the_others() {
-        let text = r#" { "a" : {"id":1,"s":"}"}, "b":[1,{"id":2}], "n": -1.5e3 ,"t":true, "e\u0069":"x\"y", "id" :7 ,"id":8}"#;
+        let text = r#" { "a" : {"id":1,"s":"}"}, "b":[1,{"id":2}], "n": -1.5e3 ,"t":true, "e\u0069":"x\"y", "c":"a,]}\"" , "id" :7 ,"id":8}"#;
         let at = |key: &str| match member(text, key) {
             Member::At(i) => Some(&text[i..i + 1]),
             _ => None,
@@ -816,6 +816,7 @@ mod tests {
         assert_eq!(at("n"), Some("-"));
         assert_eq!(at("t"), Some("t"));
         assert_eq!(at("ei"), Some("\""), "an escaped key");
+        assert_eq!(at("c"), Some("\""));
         assert_eq!(at("id"), Some("7"), "the first of repeated keys");
         assert_eq!(member(text, "zz"), Member::Missing);
         assert_eq!(member("[1]", "id"), Member::NotAnObject);
