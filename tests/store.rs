@@ -161,6 +161,47 @@ async fn stored_hashes_and_missing_ids_answer_exactly() {
     }
 }
 
+/// Ids that lie together in key order and ids scattered through many
+/// others (the SQLite store reads the first as one range) answer the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_hashes_of_close_and_scattered_ids() {
+    for (name, store, _dir) in backends().await {
+        let mut all = records(0..200, 3);
+        all[150].1 = [4; 32];
+        commit_scan(&store, "a", "r", &all, &[], t0()).await;
+        let ScanClaim::Started(scan) = store
+            .begin_scan(&ScanRequest {
+                account_id: "a".into(),
+                resource: "r".into(),
+                shape: "shape".into(),
+                now: t0(),
+                skip_if_started_after: None,
+            })
+            .await
+            .unwrap()
+        else {
+            panic!("{name}");
+        };
+        for ids in [
+            // Together: r150 … r159, one missing, one repeated, unsorted.
+            vec!["r152", "r150", "r15a", "r159", "r150"],
+            // Scattered: the range r0 … r99 holds nearly every record.
+            vec!["r99", "r0", "nope", "r150"],
+        ] {
+            let ids: Vec<String> = ids.into_iter().map(String::from).collect();
+            let want: Vec<Option<[u8; 32]>> = ids
+                .iter()
+                .map(|id| all.iter().find(|(r, _)| r == id).map(|(_, h)| *h))
+                .collect();
+            assert_eq!(
+                store.stored_hashes(&scan, &ids).await.unwrap(),
+                want,
+                "{name}: {ids:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mass_deletion_is_held_until_a_second_consecutive_complete_scan() {
     for (name, store, _dir) in backends().await {

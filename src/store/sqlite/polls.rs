@@ -242,16 +242,19 @@ impl Inner {
             // One read transaction for the page: without it every lookup
             // takes and drops SQLite's shared lock (two fcntl calls each).
             let tx = conn.unchecked_transaction()?;
-            let found = {
-                let mut st = tx.prepare_cached(
-                    "SELECT hash FROM records WHERE stream = ?1 AND record_id = ?2",
-                )?;
-                ids.iter()
-                    .map(|id| {
-                        st.query_row(params![stream, id], |r| r.get::<_, Vec<u8>>(0))
-                            .optional()
-                    })
-                    .collect::<rusqlite::Result<Vec<_>>>()?
+            let found = match hashes_in_range(&tx, stream, ids)? {
+                Some(found) => found,
+                None => {
+                    let mut st = tx.prepare_cached(
+                        "SELECT hash FROM records WHERE stream = ?1 AND record_id = ?2",
+                    )?;
+                    ids.iter()
+                        .map(|id| {
+                            st.query_row(params![stream, id], |r| r.get::<_, Vec<u8>>(0))
+                                .optional()
+                        })
+                        .collect::<rusqlite::Result<Vec<_>>>()?
+                }
             };
             tx.finish()?;
             Ok(found)
@@ -421,4 +424,48 @@ impl Inner {
             .collect()
         })
     }
+}
+
+/// The stored hashes of `ids` read in one pass over their key range, when
+/// that range holds few other records: providers mostly list records in id
+/// order, so a page's ids sit next to each other in the table, and one
+/// cursor walking the range costs a fraction of a B-tree descent per id.
+/// `None` when the range holds more than twice as many records as `ids`
+/// (ids scattered through the table): look each one up instead.
+fn hashes_in_range(
+    tx: &rusqlite::Transaction,
+    stream: i64,
+    ids: &[String],
+) -> rusqlite::Result<Option<Vec<Option<Vec<u8>>>>> {
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_unstable_by(|&a, &b| ids[a].cmp(&ids[b]));
+    let (Some(&first), Some(&last)) = (order.first(), order.last()) else {
+        return Ok(Some(Vec::new()));
+    };
+    let limit = ids.len() * 2 + 16;
+    let mut st = tx.prepare_cached(
+        "SELECT record_id, hash FROM records
+         WHERE stream = ?1 AND record_id BETWEEN ?2 AND ?3 ORDER BY record_id LIMIT ?4",
+    )?;
+    let mut rows = st.query(params![stream, ids[first], ids[last], limit as i64])?;
+    let mut found = vec![None; ids.len()];
+    // Both sides in key order (SQLite's BINARY collation is byte order, as
+    // is Rust's for strings): a merge.
+    let (mut next, mut read) = (0, 0);
+    while let Some(row) = rows.next()? {
+        read += 1;
+        let id = row.get_ref(0)?.as_str().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })?;
+        while next < order.len() && ids[order[next]].as_str() < id {
+            next += 1;
+        }
+        // Every occurrence of a repeated id gets the hash.
+        let mut same = next;
+        while same < order.len() && ids[order[same]] == id {
+            found[order[same]] = Some(row.get::<_, Vec<u8>>(1)?);
+            same += 1;
+        }
+    }
+    Ok((read < limit).then_some(found))
 }
