@@ -17,7 +17,7 @@ use synthd::config::Webhook;
 use synthd::ingest::AccountFingerprint;
 use synthd::store::{
     AttemptOutcome, AttemptRecord, DeliveryFilter, DeliveryStatus, NextStep, ReplaySelection,
-    RetentionPolicy, ScanClaim, ScanRequest, Store, TestClaim,
+    RetentionPolicy, ScanClaim, ScanRequest, ScanStart, Store, TestClaim,
 };
 
 /// A webhook subscribed to everything.
@@ -35,6 +35,24 @@ fn t0() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
         .unwrap()
         .to_utc()
+}
+
+/// Begins a scan of account "a", resource "r", with `shape`.
+async fn started(store: &Store, shape: &str, name: &str) -> ScanStart {
+    let claim = store
+        .begin_scan(&ScanRequest {
+            account_id: "a".into(),
+            resource: "r".into(),
+            shape: shape.into(),
+            now: t0(),
+            skip_if_started_after: None,
+        })
+        .await
+        .unwrap();
+    match claim {
+        ScanClaim::Started(scan) => scan,
+        _ => panic!("{name}: the scan did not start"),
+    }
 }
 
 fn records(ids: std::ops::Range<u32>, version: u8) -> Vec<(String, [u8; 32])> {
@@ -119,19 +137,7 @@ async fn baseline_is_silent_then_changes_become_events_and_counts_follow() {
 async fn stored_hashes_and_missing_ids_answer_exactly() {
     for (name, store, _dir) in backends().await {
         commit_scan(&store, "a", "r", &records(0..3, 7), &[], t0()).await;
-        let ScanClaim::Started(scan) = store
-            .begin_scan(&ScanRequest {
-                account_id: "a".into(),
-                resource: "r".into(),
-                shape: "shape".into(),
-                now: t0(),
-                skip_if_started_after: None,
-            })
-            .await
-            .unwrap()
-        else {
-            panic!("{name}");
-        };
+        let scan = started(&store, "shape", name).await;
         assert_eq!(scan.known_before, 3, "{name}");
         // A repeated id (two records of one page) is answered each time.
         let got = store
@@ -169,19 +175,7 @@ async fn stored_hashes_of_close_and_scattered_ids() {
         let mut all = records(0..200, 3);
         all[150].1 = [4; 32];
         commit_scan(&store, "a", "r", &all, &[], t0()).await;
-        let ScanClaim::Started(scan) = store
-            .begin_scan(&ScanRequest {
-                account_id: "a".into(),
-                resource: "r".into(),
-                shape: "shape".into(),
-                now: t0(),
-                skip_if_started_after: None,
-            })
-            .await
-            .unwrap()
-        else {
-            panic!("{name}");
-        };
+        let scan = started(&store, "shape", name).await;
         for ids in [
             // Together: r150 … r159, one missing, one repeated, unsorted.
             vec!["r152", "r150", "r15a", "r159", "r150"],
@@ -211,19 +205,7 @@ async fn mass_deletion_is_held_until_a_second_consecutive_complete_scan() {
         let (_, end) = commit_scan(&store, "a", "r", &records(0..10, 1), &w, t0()).await;
         assert_eq!((end.deleted, end.held), (0, 30), "{name}");
         // A failed scan in between resets the hold.
-        let ScanClaim::Started(s) = store
-            .begin_scan(&ScanRequest {
-                account_id: "a".into(),
-                resource: "r".into(),
-                shape: "shape".into(),
-                now: t0(),
-                skip_if_started_after: None,
-            })
-            .await
-            .unwrap()
-        else {
-            panic!("{name}");
-        };
+        let s = started(&store, "shape", name).await;
         store.fail_scan(&s, "boom", t0()).await.unwrap();
         let (_, end) = commit_scan(&store, "a", "r", &records(0..10, 1), &w, t0()).await;
         assert_eq!((end.deleted, end.held), (0, 30), "{name}");
@@ -263,19 +245,7 @@ async fn a_new_hash_scheme_or_shape_rebaselines_silently() {
         assert_eq!(pending_types(&store).await.len(), 5, "{name}");
 
         // A new shape: the next scan reports the re-baseline and is silent.
-        let ScanClaim::Started(scan) = store
-            .begin_scan(&ScanRequest {
-                account_id: "a".into(),
-                resource: "r".into(),
-                shape: "other".into(),
-                now: t0(),
-                skip_if_started_after: None,
-            })
-            .await
-            .unwrap()
-        else {
-            panic!("{name}");
-        };
+        let scan = started(&store, "other", name).await;
         assert!(
             scan.reshaped && !scan.baseline_done && !scan.first_baseline,
             "{name}"
