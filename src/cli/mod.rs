@@ -852,12 +852,7 @@ async fn replay(
         find_webhook(&config, w)?;
     }
     let store = open_existing(&config).await?;
-    let enabled: Vec<String> = config
-        .webhooks
-        .iter()
-        .filter(|w| w.enabled)
-        .map(|w| w.id.clone())
-        .collect();
+    let enabled = config.enabled_webhook_ids();
     let done = store.replay(sel, &enabled, Utc::now()).await?;
     let (queued, skipped) = (done.queued, done.skipped);
     crate::outln!("queued {queued} deliveries for replay");

@@ -530,6 +530,15 @@ impl Config {
         &self.providers[name]
     }
 
+    /// The ids of the enabled webhooks: the ones a replay may queue for.
+    pub fn enabled_webhook_ids(&self) -> Vec<String> {
+        self.webhooks
+            .iter()
+            .filter(|w| w.enabled)
+            .map(|w| w.id.clone())
+            .collect()
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.daemon.state_dir.join("synthd.db")
     }

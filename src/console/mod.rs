@@ -552,6 +552,11 @@ async fn logout(
         .into_response()
 }
 
+/// An action's answer when the store fails it.
+fn unavailable(e: impl std::fmt::Display) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response()
+}
+
 fn back(url: String, done: &str) -> Response {
     Redirect::to(&format!("{url}?done={done}")).into_response()
 }
@@ -570,15 +575,10 @@ async fn replay(
     let row = match store.delivery(&id).await {
         Ok(Some((row, _, _))) => row,
         Ok(None) => return (StatusCode::NOT_FOUND, "no such delivery\n").into_response(),
-        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+        Err(e) => return unavailable(e),
     };
     let config = c.config();
-    let enabled: Vec<String> = config
-        .webhooks
-        .iter()
-        .filter(|w| w.enabled)
-        .map(|w| w.id.clone())
-        .collect();
+    let enabled = config.enabled_webhook_ids();
     let sel = ReplaySelection {
         event_id: Some(row.event_id.clone()),
         webhook: Some(row.webhook_id.clone()),
@@ -596,7 +596,7 @@ async fn replay(
             };
             back(format!("/deliveries/{}", pages::enc(&id)), code)
         }
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+        Err(e) => unavailable(e),
     }
 }
 
@@ -626,7 +626,7 @@ async fn test_send(
         Ok(a) if a.status_code.is_some_and(|s| (200..300).contains(&s)) => back(url, "test-ok"),
         Ok(_) => back(url, "test-failed"),
         Err(crate::deliver::TestSendError::TooSoon { .. }) => back(url, "test-soon"),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+        Err(e) => unavailable(e),
     }
 }
 
@@ -656,7 +656,7 @@ async fn resume(
                 if was { "resumed" } else { "not-paused" },
             )
         }
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+        Err(e) => unavailable(e),
     }
 }
 
