@@ -73,7 +73,7 @@ fn runtime() -> tokio::runtime::Runtime {
 /// compare (`ingest::page`), commit what changed.
 async fn apply(store: &Store, scan: &ScanStart, page: &[RecordDigest]) {
     let ids: Vec<String> = page.iter().map(|d| d.id.clone()).collect();
-    let stored = store.stored_hashes(scan, &ids).await.unwrap();
+    let stored = store.stored_hashes(scan, ids).await.unwrap();
     let (rows, _) = synthd::ingest::page(scan, page, &stored, true, &[], chrono::Utc::now());
     store.commit_page(scan, rows).await.unwrap();
 }
@@ -113,7 +113,9 @@ fn bench_store(c: &mut Criterion) {
             let page = digests(0, 1);
             let ids: Vec<String> = page.iter().map(|d| d.id.clone()).collect();
             b.iter(|| {
-                let stored = rt.block_on(store.stored_hashes(&scan, &ids)).unwrap();
+                let stored = rt
+                    .block_on(store.stored_hashes(&scan, ids.clone()))
+                    .unwrap();
                 black_box(synthd::ingest::page(
                     &scan,
                     &page,

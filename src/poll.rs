@@ -536,7 +536,7 @@ async fn scan_pages(
             let mut known = None;
             if let Some(identified) = identified {
                 let ids: Vec<String> = identified.iter().flatten().map(|k| k.id.clone()).collect();
-                let stored = match ctx.store.stored_hashes(scan, &ids).await {
+                let stored = match ctx.store.stored_hashes(scan, ids).await {
                     Ok(stored) => stored,
                     Err(e) => return (Err(e.into()), SeenIds::with_capacity(0)),
                 };
@@ -601,7 +601,7 @@ async fn apply_digests(
         Some(stored) => stored,
         None => {
             let ids: Vec<String> = digests.iter().map(|d| d.id.clone()).collect();
-            ctx.store.stored_hashes(scan, &ids).await?
+            ctx.store.stored_hashes(scan, ids).await?
         }
     };
     let (rows, changes) = ingest::page(

@@ -143,7 +143,7 @@ async fn stored_hashes_and_missing_ids_answer_exactly() {
         let got = store
             .stored_hashes(
                 &scan,
-                &["r1".into(), "nope".into(), "r0".into(), "r1".into()],
+                vec!["r1".into(), "nope".into(), "r0".into(), "r1".into()],
             )
             .await
             .unwrap();
@@ -160,7 +160,7 @@ async fn stored_hashes_and_missing_ids_answer_exactly() {
         // Another account's records are not this stream's.
         commit_scan(&store, "b", "r", &records(0..2, 1), &[], t0()).await;
         assert_eq!(
-            store.stored_hashes(&scan, &["r2".into()]).await.unwrap(),
+            store.stored_hashes(&scan, vec!["r2".into()]).await.unwrap(),
             vec![Some([7; 32])],
             "{name}"
         );
@@ -188,7 +188,7 @@ async fn stored_hashes_of_close_and_scattered_ids() {
                 .map(|id| all.iter().find(|(r, _)| r == id).map(|(_, h)| *h))
                 .collect();
             assert_eq!(
-                store.stored_hashes(&scan, &ids).await.unwrap(),
+                store.stored_hashes(&scan, ids.clone()).await.unwrap(),
                 want,
                 "{name}: {ids:?}"
             );
@@ -661,7 +661,7 @@ async fn a_scan_is_claimed_by_one_process_and_a_stale_holder_cannot_commit() {
     let (rows, _) = synthd::ingest::scan_end(&scan_a, vec![], true, false, &[], later);
     assert!(a.finish_scan(&scan_a, rows).await.is_err());
     assert_eq!(
-        b.stored_hashes(&scan_b, &["x".into()]).await.unwrap(),
+        b.stored_hashes(&scan_b, vec!["x".into()]).await.unwrap(),
         vec![None]
     );
     // B finishes; a process whose schedule says it last polled before B's

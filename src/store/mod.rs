@@ -567,7 +567,7 @@ pub trait StateStore: Send + Sync {
     async fn stored_hashes(
         &self,
         scan: &ScanStart,
-        ids: &[String],
+        ids: Vec<String>,
     ) -> Result<Vec<Option<Hash>>, StoreError>;
 
     /// Commits one page: hashes, events, deliveries, in one transaction.

@@ -926,7 +926,7 @@ impl StateStore for PgStore {
     async fn stored_hashes(
         &self,
         scan: &ScanStart,
-        ids: &[String],
+        ids: Vec<String>,
     ) -> Result<Vec<Option<Hash>>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());

@@ -875,7 +875,7 @@ pub async fn commit_scan(
         })
         .collect();
     let ids: Vec<String> = digests.iter().map(|d| d.id.clone()).collect();
-    let stored = store.stored_hashes(&scan, &ids).await.unwrap();
+    let stored = store.stored_hashes(&scan, ids).await.unwrap();
     let (rows, changes) = synthd::ingest::page(&scan, &digests, &stored, emit, webhooks, now);
     store.commit_page(&scan, rows).await.unwrap();
     let missing = store

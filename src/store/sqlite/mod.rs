@@ -534,9 +534,9 @@ impl StateStore for SqliteStore {
     async fn stored_hashes(
         &self,
         scan: &ScanStart,
-        ids: &[String],
+        ids: Vec<String>,
     ) -> Result<Vec<Option<Hash>>, StoreError> {
-        let (stream, ids) = (scan.stream, ids.to_vec());
+        let stream = scan.stream;
         self.run(move |s| s.stored_hashes(stream, &ids)).await
     }
 
@@ -777,7 +777,7 @@ mod tests {
         };
         assert!(scan.baseline_done && !scan.reshaped && scan.known_before == 2);
         let hashes = store
-            .stored_hashes(&scan, &["1".into(), "x".into()])
+            .stored_hashes(&scan, vec!["1".into(), "x".into()])
             .await
             .unwrap();
         assert_eq!(hashes[0], Some([0; 32]));
