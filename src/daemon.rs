@@ -412,11 +412,11 @@ impl Queue {
     }
 }
 
-/// Starts polls when they are due: at most `max_concurrent_polls` at once,
-/// never two of the same account.
 /// The least time between two returns of free memory to the system.
 const TRIM_EVERY: Duration = Duration::from_secs(30);
 
+/// Starts polls when they are due: at most `max_concurrent_polls` at once,
+/// never two of the same account.
 async fn scheduler(
     engine: Engine,
     mut config_rx: watch::Receiver<Arc<Config>>,
