@@ -16,7 +16,7 @@ use synthd::clock::{Clock, ManualClock};
 use synthd::config::{self, Config};
 use synthd::deliver::{self, Deliverer, Sender, TestSendError};
 use synthd::ingest::AccountFingerprint;
-use synthd::store::{DeliveryFilter, DeliveryStatus, DeliveryView, ReplaySelection, Store};
+use synthd::store::{DeliveryStatus, DeliveryView, LogQuery, ReplaySelection, Store};
 
 const SECRET_NEW: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const SECRET_OLD: &str = "whsec_dGhpcyBpcyB0aGUgb2xkIHNlY3JldCBrZXkgISE=";
@@ -258,13 +258,16 @@ impl Rig {
     /// Deliveries in `status`, newest first.
     async fn deliveries(&self, status: &str) -> Vec<DeliveryView> {
         self.store
-            .list_deliveries(&DeliveryFilter {
+            .delivery_log(&LogQuery {
                 status: Some(DeliveryStatus::parse(status).expect("a delivery state")),
                 limit: 1000,
                 ..Default::default()
             })
             .await
             .unwrap()
+            .into_iter()
+            .map(|r| r.delivery)
+            .collect()
     }
 
     /// (record id, path) of every request the receiver answered 2xx, from
@@ -307,14 +310,14 @@ impl Rig {
     async fn only_delivery(&self) -> DeliveryView {
         let rows = self
             .store
-            .list_deliveries(&DeliveryFilter {
+            .delivery_log(&LogQuery {
                 limit: 10,
                 ..Default::default()
             })
             .await
             .unwrap();
         assert_eq!(rows.len(), 1, "{rows:?}");
-        rows.into_iter().next().unwrap()
+        rows.into_iter().next().unwrap().delivery
     }
 }
 
@@ -483,7 +486,7 @@ async fn five_days_of_failures_pause_the_webhook_until_resumed() {
     assert_eq!(r.receiver.requests().len(), before);
     let pending = r
         .store
-        .list_deliveries(&DeliveryFilter {
+        .delivery_log(&LogQuery {
             status: Some(DeliveryStatus::Pending),
             limit: 100,
             ..Default::default()

@@ -16,7 +16,7 @@ use common::*;
 use synthd::config::Webhook;
 use synthd::ingest::AccountFingerprint;
 use synthd::store::{
-    AttemptOutcome, AttemptRecord, DeliveryFilter, DeliveryStatus, NextStep, ReplaySelection,
+    AttemptOutcome, AttemptRecord, DeliveryStatus, LogQuery, NextStep, ReplaySelection,
     RetentionPolicy, ScanClaim, ScanRequest, ScanStart, Store, TestClaim,
 };
 
@@ -85,7 +85,7 @@ async fn backends() -> Vec<(&'static str, Store, Holder)> {
 /// Event types of every pending delivery to webhook `w`, oldest first.
 async fn pending_types(store: &Store) -> Vec<String> {
     let mut rows = store
-        .list_deliveries(&DeliveryFilter {
+        .delivery_log(&LogQuery {
             webhook: Some("w".into()),
             status: Some(DeliveryStatus::Pending),
             limit: 10_000,
@@ -94,7 +94,7 @@ async fn pending_types(store: &Store) -> Vec<String> {
         .await
         .unwrap();
     rows.reverse();
-    rows.into_iter().map(|r| r.event_type).collect()
+    rows.into_iter().map(|r| r.delivery.event_type).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -458,15 +458,6 @@ pub struct AttemptView {
     pub error: Option<String>,
 }
 
-/// Filters for the delivery log.
-#[derive(Debug, Clone, Default)]
-pub struct DeliveryFilter {
-    pub webhook: Option<String>,
-    pub status: Option<DeliveryStatus>,
-    pub event: Option<String>,
-    pub limit: usize,
-}
-
 /// One page of the delivery log, newest first (the console's webhook page
 /// and `synthd deliveries`).
 #[derive(Debug, Clone, Default)]
@@ -663,11 +654,6 @@ pub trait StateStore: Send + Sync {
     async fn oldest_pending_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 
     async fn poll_status(&self) -> Result<Vec<PollStatus>, StoreError>;
-
-    async fn list_deliveries(
-        &self,
-        filter: &DeliveryFilter,
-    ) -> Result<Vec<DeliveryView>, StoreError>;
 
     /// One delivery with its exact payload and every attempt.
     async fn delivery(

@@ -34,11 +34,11 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::{
-    AccountChange, AttemptOutcome, AttemptView, DeliveryCounts, DeliveryFilter, DeliveryStatus,
-    DeliveryView, DueDelivery, InstanceView, MAX_RETRY_GAP, NewEvent, NextStep, PAUSE_AFTER,
-    PageRows, PollStatus, Pruned, ReplaySelection, Replayed, RetentionPolicy, ScanClaim,
-    ScanEndRows, ScanRequest, ScanStart, StateStore, StoreError, StoredAccount, TestClaim,
-    TestSend, from_ms, ms, new_delivery_id,
+    AccountChange, AttemptOutcome, AttemptView, DeliveryCounts, DeliveryStatus, DeliveryView,
+    DueDelivery, InstanceView, MAX_RETRY_GAP, NewEvent, NextStep, PAUSE_AFTER, PageRows,
+    PollStatus, Pruned, ReplaySelection, Replayed, RetentionPolicy, ScanClaim, ScanEndRows,
+    ScanRequest, ScanStart, StateStore, StoreError, StoredAccount, TestClaim, TestSend, from_ms,
+    ms, new_delivery_id,
 };
 use crate::detect::{Hash, SeenIds};
 
@@ -1612,32 +1612,6 @@ impl StateStore for PgStore {
                 records: r.get::<_, i64>(7).max(0) as u64,
             })
             .collect())
-    }
-
-    async fn list_deliveries(
-        &self,
-        filter: &DeliveryFilter,
-    ) -> Result<Vec<DeliveryView>, StoreError> {
-        let conn = self.conn().await?;
-        let sql = format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id
-             WHERE ($1::text IS NULL OR d.webhook_id = $1) AND ($2::text IS NULL OR d.status = $2)
-               AND ($3::text IS NULL OR d.event_id = $3)
-             ORDER BY d.seq DESC LIMIT $4"
-        );
-        let rows = conn
-            .query(
-                &sql,
-                &[
-                    &filter.webhook,
-                    &filter.status.map(DeliveryStatus::as_str),
-                    &filter.event,
-                    &(filter.limit as i64),
-                ],
-            )
-            .await
-            .map_err(|e| self.err(pg_error(&e)))?;
-        Ok(rows.iter().map(delivery_view).collect())
     }
 
     async fn delivery(

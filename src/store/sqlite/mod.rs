@@ -477,10 +477,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AccountChange, AttemptOutcome, AttemptView, DeliveryCounts, DeliveryFilter, DeliveryView,
-    DueDelivery, InstanceView, PageRows, PollStatus, Pruned, ReplaySelection, Replayed,
-    RetentionPolicy, ScanClaim, ScanEndRows, ScanRequest, ScanStart, StateStore, StoredAccount,
-    TestClaim, TestSend,
+    AccountChange, AttemptOutcome, AttemptView, DeliveryCounts, DeliveryView, DueDelivery,
+    InstanceView, PageRows, PollStatus, Pruned, ReplaySelection, Replayed, RetentionPolicy,
+    ScanClaim, ScanEndRows, ScanRequest, ScanStart, StateStore, StoredAccount, TestClaim, TestSend,
 };
 use crate::detect::{Hash, SeenIds};
 
@@ -656,14 +655,6 @@ impl StateStore for SqliteStore {
 
     async fn poll_status(&self) -> Result<Vec<PollStatus>, StoreError> {
         self.run(|s| s.poll_status()).await
-    }
-
-    async fn list_deliveries(
-        &self,
-        filter: &DeliveryFilter,
-    ) -> Result<Vec<DeliveryView>, StoreError> {
-        let filter = filter.clone();
-        self.run(move |s| s.list_deliveries(&filter)).await
     }
 
     async fn delivery(

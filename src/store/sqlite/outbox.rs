@@ -8,9 +8,9 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::Inner;
 use crate::store::{
-    AttemptOutcome, AttemptView, DeliveryCounts, DeliveryFilter, DeliveryStatus, DeliveryView,
-    DueDelivery, MAX_RETRY_GAP, NextStep, PAUSE_AFTER, Pruned, ReplaySelection, Replayed,
-    RetentionPolicy, StoreError, TestClaim, TestSend, from_ms, ms, new_delivery_id,
+    AttemptOutcome, AttemptView, DeliveryCounts, DeliveryStatus, DeliveryView, DueDelivery,
+    MAX_RETRY_GAP, NextStep, PAUSE_AFTER, Pruned, ReplaySelection, Replayed, RetentionPolicy,
+    StoreError, TestClaim, TestSend, from_ms, ms, new_delivery_id,
 };
 
 pub(super) const DELIVERY_COLUMNS: &str =
@@ -549,31 +549,6 @@ impl Inner {
             counts.add(status, n.max(0) as u64);
         }
         Ok(counts)
-    }
-
-    pub(super) fn list_deliveries(
-        &self,
-        filter: &DeliveryFilter,
-    ) -> Result<Vec<DeliveryView>, StoreError> {
-        self.read(|conn| {
-            let sql = format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id
-                 WHERE (?1 IS NULL OR d.webhook_id = ?1) AND (?2 IS NULL OR d.status = ?2)
-                   AND (?3 IS NULL OR d.event_id = ?3)
-                 ORDER BY d.seq DESC LIMIT ?4"
-            );
-            let mut st = conn.prepare_cached(&sql)?;
-            st.query_map(
-                params![
-                    filter.webhook,
-                    filter.status.map(DeliveryStatus::as_str),
-                    filter.event,
-                    filter.limit as i64
-                ],
-                delivery_view,
-            )?
-            .collect()
-        })
     }
 
     #[allow(clippy::type_complexity)]
